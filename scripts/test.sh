@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every check and test of the project, from a fresh Debian machine: installs what
+# the tests need (idempotent), then formatting, lints, the contracts' forge tests
+# and the whole Rust test suite. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo not found. Install Rust >= 1.95 with rustup (Debian's rustc is too old)." >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "contracts: forge tests and artifact freshness"
+contracts/scripts/test.sh
+
+step "example WASM jobs"
+wasm-runtime/jobs/build.sh
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
