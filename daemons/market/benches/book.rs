@@ -397,6 +397,23 @@ fn measure(market: &Market, ctx: &StaticContext) -> OrderBook {
     book
 }
 
+/// Criterion's statistics for one search after another, cycling through the bids.
+fn bench_matching(
+    c: &mut Criterion,
+    label: &str,
+    market: &Market,
+    book: &OrderBook,
+    ctx: &StaticContext,
+) {
+    let mut i = 0;
+    c.bench_function(&format!("{label}/best_asks k={K}"), |b| {
+        b.iter(|| {
+            i = (i + 1) % market.bids.len();
+            book.best_asks(&market.bids[i], K, ctx).unwrap()
+        })
+    });
+}
+
 fn main() {
     let n: usize = std::env::var("SONM_BENCH_ASKS")
         .ok()
@@ -422,13 +439,7 @@ fn main() {
     let mut book = measure(&realistic, &ctx);
 
     let mut c = Criterion::default().configure_from_args();
-    let mut i = 0;
-    c.bench_function("realistic/best_asks k=10", |b| {
-        b.iter(|| {
-            i = (i + 1) % realistic.bids.len();
-            book.best_asks(&realistic.bids[i], K, &ctx).unwrap()
-        })
-    });
+    bench_matching(&mut c, "realistic", &realistic, &book, &ctx);
     let mut j = 0;
     c.bench_function("realistic/cancel+insert", |b| {
         b.iter(|| {
@@ -452,12 +463,6 @@ fn main() {
             .collect(),
     };
     let book = measure(&adversarial, &ctx);
-    let mut i = 0;
-    c.bench_function("adversarial/best_asks k=10", |b| {
-        b.iter(|| {
-            i = (i + 1) % adversarial.bids.len();
-            book.best_asks(&adversarial.bids[i], K, &ctx).unwrap()
-        })
-    });
+    bench_matching(&mut c, "adversarial", &adversarial, &book, &ctx);
     c.final_summary();
 }
