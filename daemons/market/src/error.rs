@@ -18,8 +18,10 @@ pub enum OrderError {
     UnknownIdentityLevel(u64),
     #[error("unknown order type {0} (1 bid, 2 ask)")]
     UnknownOrderType(u64),
-    #[error("price {price} wei/s is so high that one billing period overflows")]
-    PriceOverflow { price: u128 },
+    #[error("price {price} wei/s is above the chain's limit of 2^96-1")]
+    PriceTooHigh { price: u128 },
+    #[error("duration {0} s is above the chain's limit of 2^40-1")]
+    DurationTooLong(u64),
     #[error("an order may not name its own author as counterparty")]
     SelfCounterparty,
 }

@@ -22,6 +22,6 @@ pub use matching::{
     scan_best_asks, scan_best_bids,
 };
 pub use order::{
-    IdentityLevel, MAX_BILLING_PERIOD, NetFlags, Order, OrderId, OrderType, SPOT_BILLING_PERIOD,
-    billing_period, frozen_sum,
+    IdentityLevel, MAX_BILLING_PERIOD, MAX_DURATION, MAX_PRICE, NetFlags, Order, OrderId,
+    OrderType, SPOT_BILLING_PERIOD, billing_period, frozen_sum,
 };

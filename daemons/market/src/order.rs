@@ -16,6 +16,10 @@ pub type OrderId = u64;
 pub const SPOT_BILLING_PERIOD: u64 = 60 * 60;
 /// The longest billing period, that of a forward deal of a day or more.
 pub const MAX_BILLING_PERIOD: u64 = 24 * 60 * 60;
+/// The highest price the Market contract accepts (it packs prices in 96 bits).
+pub const MAX_PRICE: u128 = (1 << 96) - 1;
+/// The longest duration the Market contract accepts (40 bits: 34,000 years).
+pub const MAX_DURATION: u64 = (1 << 40) - 1;
 
 /// The chain's encoding: 1 = BID, 2 = ASK.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -210,13 +214,19 @@ pub struct Order {
 }
 
 impl Order {
-    /// Checks what the types cannot: a bid pays something, the billing arithmetic of
-    /// its first period cannot overflow, and no order names its own author.
+    /// Checks what the types cannot, as `Market.placeOrder` does: a bid pays
+    /// something, price and duration fit the chain's packing, and no order names its
+    /// own author.
     pub fn validate(&self) -> Result<(), OrderError> {
+        if self.price > MAX_PRICE {
+            return Err(OrderError::PriceTooHigh { price: self.price });
+        }
+        if self.duration > MAX_DURATION {
+            return Err(OrderError::DurationTooLong(self.duration));
+        }
         if self.order_type == OrderType::Bid && self.price == 0 {
             return Err(OrderError::ZeroBidPrice);
         }
-        frozen_sum(self.price, self.duration)?;
         if self.counterparty == Some(self.author) {
             return Err(OrderError::SelfCounterparty);
         }
@@ -249,5 +259,5 @@ pub const fn billing_period(duration: u64) -> u64 {
 pub fn frozen_sum(price: u128, duration: u64) -> Result<u128, OrderError> {
     price
         .checked_mul(u128::from(billing_period(duration)))
-        .ok_or(OrderError::PriceOverflow { price })
+        .ok_or(OrderError::PriceTooHigh { price })
 }

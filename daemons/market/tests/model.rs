@@ -1,8 +1,9 @@
 //! The model's types: parsing, validation and their typed errors.
 
 use sonm_market::{
-    Address, B256, BENCHMARK_COUNT, Benchmark, Benchmarks, BookError, IdentityLevel, NetFlags,
-    Order, OrderBook, OrderError, OrderType, ParseBenchmarkError, Unit, billing_period,
+    Address, B256, BENCHMARK_COUNT, Benchmark, Benchmarks, BookError, IdentityLevel, MAX_DURATION,
+    MAX_PRICE, NetFlags, Order, OrderBook, OrderError, OrderType, ParseBenchmarkError, Unit,
+    billing_period,
 };
 
 fn order(order_type: OrderType, price: u128) -> Order {
@@ -180,13 +181,22 @@ fn a_bid_with_zero_price_is_refused_and_an_ask_may_be_free() {
 }
 
 #[test]
-fn overflowing_prices_and_self_counterparties_are_refused() {
-    let huge = order(OrderType::Bid, u128::MAX / 100);
+fn prices_and_durations_beyond_the_chain_and_self_counterparties_are_refused() {
+    assert_eq!(order(OrderType::Bid, MAX_PRICE).validate(), Ok(()));
+    let huge = order(OrderType::Bid, MAX_PRICE + 1);
     assert_eq!(
         huge.validate(),
-        Err(OrderError::PriceOverflow {
-            price: u128::MAX / 100
+        Err(OrderError::PriceTooHigh {
+            price: MAX_PRICE + 1
         })
+    );
+    let mut long = order(OrderType::Ask, 1);
+    long.duration = MAX_DURATION;
+    assert_eq!(long.validate(), Ok(()));
+    long.duration += 1;
+    assert_eq!(
+        long.validate(),
+        Err(OrderError::DurationTooLong(MAX_DURATION + 1))
     );
     let mut selfish = order(OrderType::Ask, 5);
     selfish.counterparty = Some(selfish.author);
