@@ -22,8 +22,6 @@ pub enum OrderError {
     PriceTooHigh { price: u128 },
     #[error("duration {0} s is above the chain's limit of 2^40-1")]
     DurationTooLong(u64),
-    #[error("an order may not name its own author as counterparty")]
-    SelfCounterparty,
 }
 
 /// Why a human benchmark string such as `ram-size=8GiB` could not be read.

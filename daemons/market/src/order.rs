@@ -215,8 +215,8 @@ pub struct Order {
 
 impl Order {
     /// Checks what the types cannot, as `Market.placeOrder` does: a bid pays
-    /// something, price and duration fit the chain's packing, and no order names its
-    /// own author.
+    /// something, and price and duration fit the chain's packing. (Naming oneself
+    /// as counterparty is allowed, as on chain: a party may trade with itself.)
     pub fn validate(&self) -> Result<(), OrderError> {
         if self.price > MAX_PRICE {
             return Err(OrderError::PriceTooHigh { price: self.price });
@@ -226,9 +226,6 @@ impl Order {
         }
         if self.order_type == OrderType::Bid && self.price == 0 {
             return Err(OrderError::ZeroBidPrice);
-        }
-        if self.counterparty == Some(self.author) {
-            return Err(OrderError::SelfCounterparty);
         }
         Ok(())
     }

@@ -50,22 +50,19 @@ fn order(order_type: OrderType) -> impl Strategy<Value = Order> {
         sometimes_party(),
         proptest::collection::vec(bench, BENCHMARK_COUNT),
     )
-        .prop_filter_map(
-            "an order may not name its author",
-            move |(author, counterparty, duration, price, flags, lvl, blacklist, bench)| {
-                (counterparty != Some(author)).then(|| Order {
-                    id: 0,
-                    order_type,
-                    author,
-                    counterparty,
-                    duration,
-                    price,
-                    netflags: NetFlags::try_from(flags).unwrap(),
-                    identity_level: lvl,
-                    blacklist,
-                    tag: B256::ZERO,
-                    benchmarks: Benchmarks::from_slice(&bench).unwrap(),
-                })
+        .prop_map(
+            move |(author, counterparty, duration, price, flags, lvl, blacklist, bench)| Order {
+                id: 0,
+                order_type,
+                author,
+                counterparty,
+                duration,
+                price,
+                netflags: NetFlags::try_from(flags).unwrap(),
+                identity_level: lvl,
+                blacklist,
+                tag: B256::ZERO,
+                benchmarks: Benchmarks::from_slice(&bench).unwrap(),
             },
         )
 }
