@@ -1,0 +1,330 @@
+//! The Market contract as the worker uses it, through `sonm-contracts`: place and cancel asks,
+//! find the deals opened on them, read, bill and close deals.
+//!
+//! alloy's HTTP client needs a tokio reactor: every call here runs inside
+//! `async_compat::Compat`, so callers can stay on smol.
+
+use alloy::primitives::{U256, aliases::U96};
+use alloy::providers::{DynProvider, Provider};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::http::reqwest::Url;
+use async_compat::Compat;
+use sonm_contracts::{Addresses, Market, chain_order, market_order, order_id_from_chain};
+use sonm_market::{Address, DealId, Order, OrderId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("{what}: {message}")]
+    Call { what: &'static str, message: String },
+    #[error("{what}: transaction reverted")]
+    Reverted { what: &'static str },
+    #[error("{what}: the receipt has no {event} event")]
+    NoEvent {
+        what: &'static str,
+        event: &'static str,
+    },
+    #[error("order read from the chain: {0}")]
+    Order(#[from] sonm_contracts::ChainOrderError),
+    #[error("chain id is {actual}, the addresses file is for {expected}")]
+    WrongChain { expected: u64, actual: u64 },
+    #[error("value out of range: {0}")]
+    Range(&'static str),
+}
+
+fn call_err(what: &'static str) -> impl FnOnce(alloy::contract::Error) -> ChainError {
+    move |e| ChainError::Call {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn rpc_err(what: &'static str) -> impl FnOnce(alloy::transports::TransportError) -> ChainError {
+    move |e| ChainError::Call {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Sends a contract call and waits for its receipt (inside Compat); `Err` if it reverted.
+macro_rules! send_tx {
+    ($what:expr, $call:expr) => {{
+        const WHAT: &str = $what;
+        let receipt = Compat::new(async move {
+            let pending = $call.send().await.map_err(call_err(WHAT))?;
+            pending.get_receipt().await.map_err(|e| ChainError::Call {
+                what: WHAT,
+                message: e.to_string(),
+            })
+        })
+        .await?;
+        if receipt.status() {
+            Ok(())
+        } else {
+            Err(ChainError::Reverted { what: WHAT })
+        }
+    }};
+}
+
+/// A deal opened on one of our asks, from its `DealOpened` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedDeal {
+    pub id: DealId,
+    pub consumer: Address,
+    pub ask: OrderId,
+    pub bid: OrderId,
+    pub price: u128,
+    pub duration: u64,
+    pub start: u64,
+}
+
+/// A deal as `getDeal` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainDeal {
+    pub supplier: Address,
+    /// Receives the payouts.
+    pub master: Address,
+    pub consumer: Address,
+    pub start: u64,
+    pub duration: u64,
+    pub last_bill: u64,
+    pub price: u128,
+    /// Active (not closed, and exists).
+    pub active: bool,
+    pub exists: bool,
+}
+
+/// The Market contract, signing as the worker.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    provider: DynProvider,
+    market: Address,
+    me: Address,
+    chain_id: u64,
+}
+
+impl Chain {
+    /// Connects to `rpc_url` and checks that it is the chain of `addresses`.
+    pub async fn connect(
+        rpc_url: Url,
+        signer: PrivateKeySigner,
+        addresses: &Addresses,
+    ) -> Result<Self, ChainError> {
+        let me = signer.address();
+        let provider = sonm_contracts::deploy::signing_provider(rpc_url, signer);
+        let p = provider.clone();
+        let actual = Compat::new(async move { p.get_chain_id().await })
+            .await
+            .map_err(rpc_err("eth_chainId"))?;
+        if actual != addresses.chain_id {
+            return Err(ChainError::WrongChain {
+                expected: addresses.chain_id,
+                actual,
+            });
+        }
+        Ok(Self {
+            provider,
+            market: addresses.contracts.market,
+            me,
+            chain_id: actual,
+        })
+    }
+
+    pub fn address(&self) -> Address {
+        self.me
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    fn market(&self) -> Market::MarketInstance<DynProvider> {
+        Market::new(self.market, self.provider.clone())
+    }
+
+    /// Places `order` (authored by us); returns it with the id the chain gave it.
+    pub async fn place_ask(&self, order: &Order) -> Result<Order, ChainError> {
+        const WHAT: &str = "placeOrder";
+        let market = self.market();
+        let chain = chain_order(order);
+        let receipt = Compat::new(async move {
+            let pending = market
+                .placeOrder(chain)
+                .send()
+                .await
+                .map_err(call_err(WHAT))?;
+            pending.get_receipt().await.map_err(|e| ChainError::Call {
+                what: WHAT,
+                message: e.to_string(),
+            })
+        })
+        .await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted { what: WHAT });
+        }
+        let event = receipt
+            .decoded_log::<Market::OrderPlaced>()
+            .ok_or(ChainError::NoEvent {
+                what: WHAT,
+                event: "OrderPlaced",
+            })?;
+        let id = order_id_from_chain(event.orderId)?;
+        Ok(market_order(id, &event.order)?)
+    }
+
+    /// Withdraws our active order `order` (as placed, with its id).
+    pub async fn cancel_order(&self, order: &Order) -> Result<(), ChainError> {
+        const WHAT: &str = "cancelOrder";
+        let market = self.market();
+        let chain = chain_order(order);
+        let id = U256::from(order.id);
+        let receipt = Compat::new(async move {
+            let pending = market
+                .cancelOrder(id, chain)
+                .send()
+                .await
+                .map_err(call_err(WHAT))?;
+            pending.get_receipt().await.map_err(|e| ChainError::Call {
+                what: WHAT,
+                message: e.to_string(),
+            })
+        })
+        .await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted { what: WHAT });
+        }
+        Ok(())
+    }
+
+    /// Our payout address on chain: the confirmed master, or ourselves.
+    pub async fn master_of(&self) -> Result<Address, ChainError> {
+        let market = self.market();
+        let me = self.me;
+        Compat::new(async move { market.masterOf(me).call().await })
+            .await
+            .map_err(call_err("masterOf"))
+    }
+
+    /// The master we asked for and that has not confirmed yet (zero if none).
+    pub async fn pending_master(&self) -> Result<Address, ChainError> {
+        let market = self.market();
+        let me = self.me;
+        Compat::new(async move { market.pendingMaster(me).call().await })
+            .await
+            .map_err(call_err("pendingMaster"))
+    }
+
+    /// Asks `master` to take us as its worker (it confirms with `confirmWorker`).
+    pub async fn register_worker(&self, master: Address) -> Result<(), ChainError> {
+        let market = self.market();
+        send_tx!("registerWorker", market.registerWorker(master))
+    }
+
+    /// Whether order `id` is still active on chain (placed and neither cancelled nor dealt).
+    pub async fn order_active(&self, id: OrderId) -> Result<bool, ChainError> {
+        let market = self.market();
+        let hash = Compat::new(async move { market.orderHashes(U256::from(id)).call().await })
+            .await
+            .map_err(call_err("orderHashes"))?;
+        Ok(!hash.is_zero())
+    }
+
+    /// Our orders placed in blocks `from..=to` (from their `OrderPlaced` events).
+    pub async fn orders_placed(&self, from: u64, to: u64) -> Result<Vec<Order>, ChainError> {
+        let market = self.market();
+        let me = self.me.into_word();
+        let logs = Compat::new(async move {
+            market
+                .OrderPlaced_filter()
+                .topic3(me)
+                .from_block(from)
+                .to_block(to)
+                .query()
+                .await
+        })
+        .await
+        .map_err(call_err("OrderPlaced logs"))?;
+        logs.into_iter()
+            .map(|(e, _)| Ok(market_order(order_id_from_chain(e.orderId)?, &e.order)?))
+            .collect()
+    }
+
+    /// The latest block number.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        let p = self.provider.clone();
+        Compat::new(async move { p.get_block_number().await })
+            .await
+            .map_err(rpc_err("eth_blockNumber"))
+    }
+
+    /// The latest block's timestamp (the chain's "now").
+    pub async fn chain_time(&self) -> Result<u64, ChainError> {
+        let p = self.provider.clone();
+        let block = Compat::new(async move { p.get_block_by_number(Default::default()).await })
+            .await
+            .map_err(rpc_err("eth_getBlockByNumber"))?;
+        Ok(block.map(|b| b.header.timestamp).unwrap_or(0))
+    }
+
+    /// `DealOpened` events with us as supplier in blocks `from..=to`.
+    pub async fn deals_opened(&self, from: u64, to: u64) -> Result<Vec<OpenedDeal>, ChainError> {
+        let market = self.market();
+        let me = self.me.into_word();
+        let logs = Compat::new(async move {
+            market
+                .DealOpened_filter()
+                .topic2(me)
+                .from_block(from)
+                .to_block(to)
+                .query()
+                .await
+        })
+        .await
+        .map_err(call_err("DealOpened logs"))?;
+        logs.into_iter()
+            .map(|(e, _)| {
+                Ok(OpenedDeal {
+                    id: u64::try_from(e.dealId).map_err(|_| ChainError::Range("deal id"))?,
+                    consumer: e.consumer,
+                    ask: order_id_from_chain(e.askId)?,
+                    bid: order_id_from_chain(e.bidId)?,
+                    price: u128::try_from(e.price).map_err(|_| ChainError::Range("price"))?,
+                    duration: e.duration,
+                    start: e.startTime,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn get_deal(&self, id: DealId) -> Result<ChainDeal, ChainError> {
+        let market = self.market();
+        let r = Compat::new(async move { market.getDeal(U256::from(id)).call().await })
+            .await
+            .map_err(call_err("getDeal"))?;
+        let d = r.deal;
+        let status: u8 = d.status;
+        let price: U96 = d.price;
+        Ok(ChainDeal {
+            supplier: d.supplier,
+            master: d.master,
+            consumer: d.consumer,
+            start: d.startTime.to::<u64>(),
+            duration: d.duration.to::<u64>(),
+            last_bill: d.lastBillTime.to::<u64>(),
+            price: price.to::<u128>(),
+            active: status == 1,
+            exists: status != 0,
+        })
+    }
+
+    /// Bills deal `id` up to now.
+    pub async fn bill(&self, id: DealId) -> Result<(), ChainError> {
+        let market = self.market();
+        send_tx!("bill", market.bill(U256::from(id)))
+    }
+
+    /// Closes deal `id` (a forward deal only from its end on).
+    pub async fn close_deal(&self, id: DealId) -> Result<(), ChainError> {
+        let market = self.market();
+        send_tx!("closeDeal", market.closeDeal(U256::from(id), false))
+    }
+}

@@ -1,0 +1,224 @@
+//! The worker's configuration, `/etc/sonm/worker.toml`:
+//!
+//! ```toml
+//! state_dir = "/var/lib/sonm/worker"
+//! key_file = "/etc/sonm/worker.key"        # hex secp256k1 key: the worker's Ethereum identity
+//! rpc_url = "http://127.0.0.1:8545"
+//! addresses = "/etc/sonm/addresses.toml"   # written by sonm-deploy
+//! listen = "0.0.0.0:15010"                 # QUIC task service (ALPN sonm-worker/1)
+//! netflags = "outbound,inbound"            # what the box offers
+//! poll_interval_ms = 2000
+//! master = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"   # optional: receives the payouts
+//!
+//! [benchmarks]
+//! wasm_score_module = "/usr/share/sonm/wasm-score.wasm"
+//!
+//! [billing]
+//! interval = 600
+//!
+//! [[plans]]
+//! name = "half"
+//! cpu_cores = 1
+//! ram = "1GiB"
+//! storage = "10GB"
+//! price = 1000000000      # SNM wei per second
+//! duration = 3600         # seconds; 0 = spot
+//! netflags = "outbound"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sonm_market::{Address, Benchmark, IdentityLevel, NetFlags};
+
+use crate::bench::BenchConfig;
+use crate::billing::BillingPolicy;
+use crate::plan::{PlanSpec, Resources};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("plan {plan:?}: {field}: {message}")]
+    Plan {
+        plan: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub rpc_url: String,
+    pub addresses: PathBuf,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Network access the box offers (`outbound,inbound,public-ip` or `none`).
+    #[serde(default = "default_netflags")]
+    pub netflags: String,
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    /// Tasks that may run at once on the whole box (the runtime's pool slots).
+    #[serde(default = "default_max_tasks")]
+    pub max_concurrent_tasks: u32,
+    /// Longest wall time of a task on a spot deal, milliseconds.
+    #[serde(default = "default_max_wall")]
+    pub max_task_wall_time_ms: u64,
+    /// The master address that receives this worker's payouts (it confirms the registration
+    /// on chain with `confirmWorker`); none: the worker is paid itself.
+    #[serde(default)]
+    pub master: Option<Address>,
+    #[serde(default)]
+    pub benchmarks: BenchConfig,
+    #[serde(default)]
+    pub billing: BillingPolicy,
+    #[serde(default)]
+    pub plans: Vec<PlanConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 15010))
+}
+fn default_netflags() -> String {
+    "outbound".into()
+}
+fn default_poll() -> u64 {
+    2000
+}
+fn default_max_tasks() -> u32 {
+    8
+}
+fn default_max_wall() -> u64 {
+    3_600_000
+}
+
+/// A plan as written in the configuration (human units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub name: String,
+    #[serde(default)]
+    pub cpu_cores: u32,
+    /// `"2GiB"`, `"512MB"`, or a number of bytes.
+    #[serde(default)]
+    pub ram: Option<String>,
+    #[serde(default)]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub gpus: u32,
+    /// SNM wei per second.
+    pub price: u64,
+    /// Seconds; 0 = spot.
+    #[serde(default)]
+    pub duration: u64,
+    #[serde(default = "default_netflags")]
+    pub netflags: String,
+    #[serde(default)]
+    pub identity_level: IdentityLevel,
+}
+
+impl PlanConfig {
+    pub fn to_spec(&self) -> Result<PlanSpec, ConfigError> {
+        let bytes = |field: &'static str, text: &Option<String>| -> Result<u64, ConfigError> {
+            match text {
+                None => Ok(0),
+                Some(t) => Benchmark::RamSize
+                    .unit()
+                    .parse(t)
+                    .map_err(|m| ConfigError::Plan {
+                        plan: self.name.clone(),
+                        field,
+                        message: m.into(),
+                    }),
+            }
+        };
+        Ok(PlanSpec {
+            name: self.name.clone(),
+            slice: Resources {
+                cpu_cores: self.cpu_cores,
+                ram_bytes: bytes("ram", &self.ram)?,
+                storage_bytes: bytes("storage", &self.storage)?,
+                gpus: self.gpus,
+            },
+            netflags: self
+                .netflags
+                .parse()
+                .map_err(|e: sonm_market::OrderError| ConfigError::Plan {
+                    plan: self.name.clone(),
+                    field: "netflags",
+                    message: e.to_string(),
+                })?,
+            price: u128::from(self.price),
+            duration: self.duration,
+            identity_level: self.identity_level,
+        })
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    pub fn offered_netflags(&self) -> Result<NetFlags, ConfigError> {
+        self.netflags
+            .parse()
+            .map_err(|e: sonm_market::OrderError| ConfigError::Parse {
+                path: PathBuf::from("netflags"),
+                message: e.to_string(),
+            })
+    }
+
+    pub fn plan_specs(&self) -> Result<Vec<PlanSpec>, ConfigError> {
+        self.plans.iter().map(PlanConfig::to_spec).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.strip_prefix("//! ").unwrap_or("").to_owned() + "\n")
+            .collect();
+        let c = Config::from_toml(&example, Path::new("example")).unwrap();
+        assert_eq!(c.listen.port(), 15010);
+        let plans = c.plan_specs().unwrap();
+        assert_eq!(plans[0].slice.ram_bytes, 1 << 30);
+        assert_eq!(plans[0].slice.storage_bytes, 10_000_000_000);
+        assert_eq!(plans[0].netflags, NetFlags::OUTBOUND);
+        assert_eq!(
+            c.offered_netflags().unwrap(),
+            NetFlags::OUTBOUND.union(NetFlags::INBOUND)
+        );
+        assert!(Config::from_toml("state_dir = 1", Path::new("x")).is_err());
+    }
+}

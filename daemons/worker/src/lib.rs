@@ -1,0 +1,32 @@
+//! `sonm-worker`: the supplier's daemon as a library; the `sonm-worker` binary only parses its
+//! arguments and configuration and wires these parts together.
+//!
+//! - [`inventory`]: what the box has (CPU, RAM, disk, GPUs through NVML loaded at run time).
+//! - [`bench`]: the 13-value benchmark vector, measured once and cached in the state directory.
+//! - [`plan`]: ask plans, slices of the box that never oversubscribe it, and the ASK orders
+//!   derived from them (pure).
+//! - [`billing`]: when to bill and when to close a deal (pure).
+//! - [`state`]: plans, their orders, deals and tasks in LMDB (heed).
+//! - [`chain`]: the Market contract through the bindings: place/cancel asks, watch deals, bill,
+//!   close.
+//! - [`proto`] and [`receipt`]: the task protocol over QUIC (ALPN [`proto::ALPN`]) and the
+//!   usage receipts the worker signs with its Ethereum key.
+//! - [`tasks`]: WASM tasks run by `sonm-wasm-runtime` within a deal's slice.
+//! - [`worker`]: the daemon: state, chain loop, and the task service that only a deal's consumer
+//!   may use; [`client`]: the customer's side of the protocol.
+
+pub mod bench;
+pub mod billing;
+pub mod chain;
+pub mod client;
+pub mod config;
+pub mod inventory;
+pub mod plan;
+pub mod proto;
+pub mod receipt;
+pub mod state;
+pub mod tasks;
+pub mod worker;
+
+pub use config::Config;
+pub use worker::{Worker, WorkerError};

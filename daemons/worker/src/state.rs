@@ -1,0 +1,363 @@
+//! The worker's state in LMDB (heed), under `<state dir>/lmdb`: plans with their ask orders,
+//! deals, finished tasks with their receipts, and a few counters. Every change is one write
+//! transaction, so a restart (or a crash) finds the last committed state.
+//!
+//! Values are JSON (readable with `mdb_dump`, tolerant of added fields); keys are big-endian u64
+//! ids, so iteration is in id order.
+
+use std::path::Path;
+
+use heed::byteorder::BE;
+use heed::types::{Bytes, Str, U64};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sonm_market::{Address, DealId, Order, OrderId};
+
+use crate::plan::{PlanId, PlanSpec};
+use crate::proto::TaskId;
+use crate::receipt::SignedReceipt;
+
+/// Room for the state; LMDB grows the file only as it is used.
+const MAP_SIZE: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("LMDB: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt {what} record: {message}")]
+    Corrupt { what: &'static str, message: String },
+}
+
+/// A plan and where it stands on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub id: PlanId,
+    pub spec: PlanSpec,
+    /// The active ASK order for this plan (id and the order as placed, which `cancelOrder` needs
+    /// back); `None` while none is placed (new, sold, or withdrawn).
+    pub ask: Option<Order>,
+    /// The deal the plan's slice is sold under, while it is active.
+    pub deal: Option<DealId>,
+    /// Removal asked for: the ask is withdrawn, then the record deleted.
+    pub removing: bool,
+    /// Set (to the block number then) just before a `placeOrder` is sent and cleared when its
+    /// id is recorded: after a crash in between, the order is looked up from this block on and
+    /// adopted instead of being placed twice.
+    #[serde(default)]
+    pub placing_since: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DealState {
+    Active,
+    Closed,
+}
+
+/// A deal on one of this worker's asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealRecord {
+    pub id: DealId,
+    pub consumer: Address,
+    pub ask: OrderId,
+    pub bid: OrderId,
+    /// The plan whose ask was taken (`None` if the ask was not one of ours any more).
+    pub plan: Option<PlanId>,
+    pub price: u128,
+    pub duration: u64,
+    pub start: u64,
+    pub last_bill: u64,
+    pub state: DealState,
+}
+
+/// A task: recorded when it starts (neither receipt nor error: running, or lost in a crash) and
+/// again when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub deal: DealId,
+    pub consumer: Address,
+    pub receipt: Option<SignedReceipt>,
+    pub error: Option<String>,
+}
+
+const NEXT_PLAN: &str = "next-plan-id";
+const NEXT_TASK: &str = "next-task-id";
+const DEAL_SCAN: &str = "deal-scan-from-block";
+
+/// The open store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    env: Env,
+    plans: Database<'static, U64<BE>, Bytes>,
+    deals: Database<'static, U64<BE>, Bytes>,
+    tasks: Database<'static, U64<BE>, Bytes>,
+    meta: Database<'static, Str, Bytes>,
+}
+
+type Dbs<'a> = (
+    Database<'a, U64<BE>, Bytes>,
+    Database<'a, U64<BE>, Bytes>,
+    Database<'a, U64<BE>, Bytes>,
+    Database<'a, Str, Bytes>,
+);
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our records are plain data: encoding them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+        what,
+        message: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let env = open_env(dir)?;
+        let wtxn = env.write_txn()?;
+        let (plans, deals, tasks, meta) = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
+                let dbs: Dbs<'_> = (
+                    dbo.create_database(wtxn, Some("plans"))?,
+                    dbo.create_database(wtxn, Some("deals"))?,
+                    dbo.create_database(wtxn, Some("tasks"))?,
+                    dbo.create_database(wtxn, Some("meta"))?,
+                );
+                Ok(CommitOrAbort::<_, ()>::Commit(dbs))
+            })?
+            .unwrap_commit();
+        Ok(Self {
+            env,
+            plans,
+            deals,
+            tasks,
+            meta,
+        })
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<Option<u64>, StateError> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.meta.get(&rtxn, key)?.and_then(|b| {
+            let arr: [u8; 8] = b.try_into().ok()?;
+            Some(u64::from_be_bytes(arr))
+        }))
+    }
+
+    fn set_meta_u64(&self, key: &str, value: u64) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.meta.put(&mut wtxn, key, &value.to_be_bytes())?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// Allocates the next id of a counter (1, 2, ...), durably.
+    fn next_id(&self, key: &str) -> Result<u64, StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        let current = self
+            .meta
+            .get(&wtxn, key)?
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let next = current + 1;
+        self.meta.put(&mut wtxn, key, &next.to_be_bytes())?;
+        wtxn.commit()?;
+        Ok(next)
+    }
+
+    pub fn next_plan_id(&self) -> Result<PlanId, StateError> {
+        self.next_id(NEXT_PLAN)
+    }
+
+    pub fn next_task_id(&self) -> Result<TaskId, StateError> {
+        self.next_id(NEXT_TASK)
+    }
+
+    /// The first block not yet scanned for deals.
+    pub fn deal_scan_from(&self) -> Result<Option<u64>, StateError> {
+        self.meta_u64(DEAL_SCAN)
+    }
+
+    pub fn set_deal_scan_from(&self, block: u64) -> Result<(), StateError> {
+        self.set_meta_u64(DEAL_SCAN, block)
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        db: Database<'static, U64<BE>, Bytes>,
+        id: u64,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        db.put(&mut wtxn, &id, &encode(value))?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        db: Database<'static, U64<BE>, Bytes>,
+        id: u64,
+    ) -> Result<Option<T>, StateError> {
+        let rtxn = self.env.read_txn()?;
+        db.get(&rtxn, &id)?.map(|b| decode(what, b)).transpose()
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        db: Database<'static, U64<BE>, Bytes>,
+    ) -> Result<Vec<T>, StateError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for item in db.iter(&rtxn)? {
+            let (_, bytes) = item?;
+            out.push(decode(what, bytes)?);
+        }
+        Ok(out)
+    }
+
+    pub fn put_plan(&self, plan: &PlanRecord) -> Result<(), StateError> {
+        self.put(self.plans, plan.id, plan)
+    }
+
+    pub fn plan(&self, id: PlanId) -> Result<Option<PlanRecord>, StateError> {
+        self.get("plan", self.plans, id)
+    }
+
+    pub fn plans(&self) -> Result<Vec<PlanRecord>, StateError> {
+        self.all("plan", self.plans)
+    }
+
+    pub fn delete_plan(&self, id: PlanId) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.plans.delete(&mut wtxn, &id)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    pub fn put_deal(&self, deal: &DealRecord) -> Result<(), StateError> {
+        self.put(self.deals, deal.id, deal)
+    }
+
+    /// Records a new deal and marks its plan sold (its ask consumed), in one transaction.
+    pub fn open_deal(
+        &self,
+        deal: &DealRecord,
+        plan: Option<&PlanRecord>,
+    ) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.deals.put(&mut wtxn, &deal.id, &encode(deal))?;
+        if let Some(plan) = plan {
+            self.plans.put(&mut wtxn, &plan.id, &encode(plan))?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    pub fn deal(&self, id: DealId) -> Result<Option<DealRecord>, StateError> {
+        self.get("deal", self.deals, id)
+    }
+
+    pub fn deals(&self) -> Result<Vec<DealRecord>, StateError> {
+        self.all("deal", self.deals)
+    }
+
+    pub fn put_task(&self, task: &TaskRecord) -> Result<(), StateError> {
+        self.put(self.tasks, task.id, task)
+    }
+
+    pub fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StateError> {
+        self.get("task", self.tasks, id)
+    }
+}
+
+// heed's `open` is unsafe: LMDB's memory map is undefined behaviour if the same file is opened
+// twice in one process or modified by another program. The worker owns its state directory
+// and opens it once (ARCHITECTURE.md: only the worker owns its state directory).
+#[allow(unsafe_code)]
+fn open_env(dir: &Path) -> Result<Env, heed::Error> {
+    // SAFETY: see above; `dir` is the worker's private state directory, opened once.
+    unsafe {
+        EnvOpenOptions::new()
+            .map_size(MAP_SIZE)
+            .max_dbs(8)
+            .open(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Resources;
+    use sonm_market::{IdentityLevel, NetFlags};
+
+    #[test]
+    fn survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = PlanRecord {
+            id: 0,
+            spec: PlanSpec {
+                name: "p".into(),
+                slice: Resources {
+                    cpu_cores: 1,
+                    ..Resources::default()
+                },
+                netflags: NetFlags::OUTBOUND,
+                price: u128::from(u64::MAX) * 3,
+                duration: 0,
+                identity_level: IdentityLevel::Registered,
+            },
+            ask: None,
+            deal: Some(4),
+            removing: false,
+            placing_since: Some(9),
+        };
+        let deal = DealRecord {
+            id: 4,
+            consumer: Address::repeat_byte(7),
+            ask: 1,
+            bid: 2,
+            plan: Some(1),
+            price: 5,
+            duration: 60,
+            start: 100,
+            last_bill: 100,
+            state: DealState::Active,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let id = store.next_plan_id().unwrap();
+            assert_eq!(id, 1);
+            store
+                .open_deal(&deal, Some(&PlanRecord { id, ..plan.clone() }))
+                .unwrap();
+            store.set_deal_scan_from(42).unwrap();
+            assert_eq!(store.next_task_id().unwrap(), 1);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.plans().unwrap(), vec![PlanRecord { id: 1, ..plan }]);
+        assert_eq!(store.deal(4).unwrap(), Some(deal));
+        assert_eq!(store.deal_scan_from().unwrap(), Some(42));
+        assert_eq!(store.next_plan_id().unwrap(), 2);
+        assert_eq!(store.next_task_id().unwrap(), 2);
+        store.delete_plan(1).unwrap();
+        assert!(store.plan(1).unwrap().is_none());
+    }
+}

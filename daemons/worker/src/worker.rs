@@ -1,0 +1,721 @@
+//! The daemon: opens the state, measures the box, keeps the plans' asks on chain, follows the
+//! deals on them (billing and closing on schedule), and serves the task protocol to each deal's
+//! consumer, and to nobody else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::http::reqwest::Url;
+use sonm_contracts::Addresses;
+use sonm_market::{Address, Benchmarks, DealId};
+use sonm_net::{Connection, Endpoint, EndpointConfig, EthKey, Identity};
+use sonm_wasm_runtime::{Limits, Runtime, RuntimeConfig};
+
+use crate::bench::{self, Measured};
+use crate::billing::{Action, DealClock, next_action};
+use crate::chain::{Chain, ChainError};
+use crate::config::{Config, ConfigError};
+use crate::inventory::Inventory;
+use crate::plan::{PlanError, PlanId, PlanSpec, Plans, Resources, ask_benchmarks, ask_order};
+use crate::proto::{ALPN, MAX_FRAME, Request, Response, StartWasm, TaskError, TaskLimits};
+use crate::state::{DealRecord, DealState, PlanRecord, StateError, Store};
+use crate::tasks::TaskRunner;
+
+/// Largest output a task may leave (it travels back in one message for now).
+const MAX_TASK_OUTPUT: u64 = 8 << 20;
+/// Least time between chain scans triggered by requests for unknown deals.
+const RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a worker's QUIC identity binding is valid (renewal on restart; see README).
+const IDENTITY_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Key(#[from] sonm_contracts::KeyError),
+    #[error(transparent)]
+    Addresses(#[from] sonm_contracts::AddressesError),
+    #[error("rpc_url {0:?} is not a URL")]
+    RpcUrl(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    #[error(transparent)]
+    Runtime(#[from] sonm_wasm_runtime::JobError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("plan {0} has an active deal {1}; it is withdrawn when the deal ends")]
+    PlanHasDeal(PlanId, DealId),
+    #[error(transparent)]
+    Net(#[from] sonm_net::NetError),
+    #[error(transparent)]
+    Identity(#[from] sonm_net::IdentityError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The running worker. Share it as `Arc<Worker>`.
+#[derive(Debug)]
+pub struct Worker {
+    config: Config,
+    signer: PrivateKeySigner,
+    store: Store,
+    chain: Chain,
+    measured: Measured,
+    runtime: Arc<Runtime>,
+    plans: Mutex<Plans>,
+    runner: TaskRunner,
+    deploy_block: u64,
+    /// One chain writer at a time: keeps nonces in order and a plan from being placed twice.
+    chain_lock: smol::lock::Mutex<()>,
+    last_rescan: Mutex<Option<std::time::Instant>>,
+    master_confirmed: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now() -> u64 {
+    bench::unix_now()
+}
+
+impl Worker {
+    /// Opens the worker: state, key, benchmarks (measured at first start), chain, plans from the
+    /// store reconciled with the configuration's (by name).
+    pub async fn open(config: Config) -> Result<Self, WorkerError> {
+        let state_dir = config.state_dir.clone();
+        std::fs::create_dir_all(&state_dir).map_err(|source| WorkerError::Io {
+            what: format!("creating {}", state_dir.display()),
+            source,
+        })?;
+        let signer = sonm_contracts::load_signer(Some(&config.key_file), "SONM_WORKER_KEY")?;
+        let store = Store::open(&state_dir.join("lmdb"))?;
+        let runtime = Arc::new(Runtime::new(RuntimeConfig {
+            cache_dir: Some(state_dir.join("wasm-cache")),
+            // One more slot than tasks, for the benchmark.
+            max_concurrent_jobs: config.max_concurrent_tasks.max(1) + 1,
+            ..RuntimeConfig::default()
+        })?);
+        let inventory = Inventory::detect(&state_dir)?;
+        let measured = {
+            let (dir, inv, bc, rt) = (
+                state_dir.clone(),
+                inventory.clone(),
+                config.benchmarks.clone(),
+                runtime.clone(),
+            );
+            smol::unblock(move || bench::load_or_measure(&dir, &inv, &bc, &rt)).await?
+        };
+        tracing::info!(
+            cpu = %inventory.cpu_model, cores = inventory.cpu_cores, ram = inventory.ram_bytes,
+            gpus = inventory.gpus.len(), benchmarks = %measured.benchmarks, "inventory"
+        );
+        let addresses = Addresses::read(&config.addresses)?;
+        let url: Url = config
+            .rpc_url
+            .parse()
+            .map_err(|_| WorkerError::RpcUrl(config.rpc_url.clone()))?;
+        let chain = Chain::connect(url, signer.clone(), &addresses).await?;
+        let capacity = Resources {
+            cpu_cores: inventory.cpu_cores,
+            ram_bytes: inventory.ram_bytes,
+            storage_bytes: measured.benchmarks.get(sonm_market::Benchmark::StorageSize),
+            gpus: inventory.gpus.len() as u32,
+        };
+        let mut plans = Plans::new(capacity, config.offered_netflags()?);
+        for rec in store.plans()? {
+            // A plan being withdrawn no longer holds its slice, unless a deal still runs on it.
+            if rec.removing && rec.deal.is_none() {
+                continue;
+            }
+            if let Err(e) = plans.add(rec.id, rec.spec.clone()) {
+                // The box shrank (or the config's netflags changed): withdraw that plan.
+                tracing::warn!(
+                    plan = rec.id,
+                    "stored plan no longer fits, withdrawing it: {e}"
+                );
+                store.put_plan(&PlanRecord {
+                    removing: true,
+                    ..rec
+                })?;
+            }
+        }
+        let runner = TaskRunner::new(
+            runtime.clone(),
+            state_dir.join("tasks"),
+            signer.clone(),
+            chain.chain_id(),
+            store.clone(),
+        );
+        match runner.clean_orphans() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} task directories left by an earlier run"),
+            Err(e) => tracing::warn!("cleaning old task directories: {e}"),
+        }
+        let worker = Self {
+            config,
+            signer,
+            store,
+            chain,
+            measured,
+            runtime,
+            plans: Mutex::new(plans),
+            runner,
+            deploy_block: addresses.deploy_block,
+            chain_lock: smol::lock::Mutex::new(()),
+            last_rescan: Mutex::new(None),
+            master_confirmed: std::sync::atomic::AtomicBool::new(false),
+        };
+        worker.apply_config_plans()?;
+        Ok(worker)
+    }
+
+    /// The worker's Ethereum address (its QUIC identity, the asks' author, the deals' supplier).
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    pub fn benchmarks(&self) -> Benchmarks {
+        self.measured.benchmarks
+    }
+
+    pub fn measured(&self) -> &Measured {
+        &self.measured
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.config.state_dir.clone()
+    }
+
+    /// Makes the plans those of the configuration: new names are added, names gone are
+    /// removed (withdrawn), changed ones replaced, except plans under an active deal.
+    fn apply_config_plans(&self) -> Result<(), WorkerError> {
+        let wanted = self.config.plan_specs()?;
+        for rec in self.store.plans()? {
+            if rec.removing {
+                continue;
+            }
+            match wanted.iter().find(|s| s.name == rec.spec.name) {
+                Some(spec) if *spec == rec.spec => {}
+                _ if rec.deal.is_some() => {
+                    tracing::warn!(
+                        plan = rec.id,
+                        "plan changed or removed in the configuration \
+                        while under a deal: kept until the deal ends"
+                    );
+                }
+                _ => self.remove_plan(rec.id)?,
+            }
+        }
+        for spec in wanted {
+            let exists = self
+                .store
+                .plans()?
+                .iter()
+                .any(|r| r.spec.name == spec.name && !r.removing);
+            if !exists {
+                self.add_plan(spec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a plan if it fits in what is free; its ask is placed by the next sync.
+    pub fn add_plan(&self, spec: PlanSpec) -> Result<PlanId, WorkerError> {
+        let mut plans = lock(&self.plans);
+        plans.check(&spec)?;
+        let id = self.store.next_plan_id()?;
+        plans.add(id, spec.clone())?;
+        self.store.put_plan(&PlanRecord {
+            id,
+            spec,
+            ask: None,
+            deal: None,
+            removing: false,
+            placing_since: None,
+        })?;
+        Ok(id)
+    }
+
+    /// Marks a plan for removal: its ask is withdrawn (cancelOrder) by the next sync and its
+    /// slice freed. A plan under an active deal is refused.
+    pub fn remove_plan(&self, id: PlanId) -> Result<(), WorkerError> {
+        let mut plans = lock(&self.plans);
+        let rec = self.store.plan(id)?.ok_or(PlanError::Unknown(id))?;
+        if let Some(deal) = rec.deal {
+            return Err(WorkerError::PlanHasDeal(id, deal));
+        }
+        // Freed at once for new plans: the old ask can still be taken until it is cancelled, but
+        // then the deal's slice is accounted below the capacity of the box all the same.
+        let _ = plans.remove(id);
+        self.store.put_plan(&PlanRecord {
+            removing: true,
+            ..rec
+        })?;
+        Ok(())
+    }
+
+    pub fn plans(&self) -> Result<Vec<PlanRecord>, WorkerError> {
+        Ok(self.store.plans()?)
+    }
+
+    /// Registers under the configured master (`registerWorker`) until the master has
+    /// confirmed; returns whether payouts now go to it. Without a master: true.
+    pub async fn sync_master(&self) -> Result<bool, WorkerError> {
+        let Some(master) = self.config.master else {
+            return Ok(true);
+        };
+        let _chain = self.chain_lock.lock().await;
+        let current = self.chain.master_of().await?;
+        if current == master {
+            return Ok(true);
+        }
+        if current != self.address() {
+            tracing::warn!(%current, wanted = %master,
+                "registered under another master: it (or this worker) must removeWorker first");
+            return Ok(false);
+        }
+        if self.chain.pending_master().await? != master {
+            self.chain.register_worker(master).await?;
+            tracing::info!(%master, "asked the master to confirm this worker");
+        }
+        Ok(false)
+    }
+
+    /// One round of the chain loop: the master registration, new deals, asks to place or
+    /// withdraw, bills and closes. Errors are logged; the next round retries.
+    pub async fn tick(&self) {
+        if !self
+            .master_confirmed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match self.sync_master().await {
+                Ok(done) => self
+                    .master_confirmed
+                    .store(done, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => tracing::warn!("master registration: {e}"),
+            }
+        }
+        if let Err(e) = self.sync_deals().await {
+            tracing::warn!("deal scan: {e}");
+        }
+        if let Err(e) = self.sync_plans().await {
+            tracing::warn!("plans: {e}");
+        }
+        if let Err(e) = self.bill_due().await {
+            tracing::warn!("billing: {e}");
+        }
+    }
+
+    /// Places an ask for every plan that has none (and no deal), withdraws removed plans' asks.
+    pub async fn sync_plans(&self) -> Result<(), WorkerError> {
+        let _chain = self.chain_lock.lock().await;
+        let capacity = lock(&self.plans).capacity();
+        for mut rec in self.store.plans()? {
+            if rec.removing {
+                if let Some(ask) = rec.ask.take() {
+                    if self.chain.order_active(ask.id).await? {
+                        self.chain.cancel_order(&ask).await?;
+                        tracing::info!(plan = rec.id, order = ask.id, "ask withdrawn");
+                    }
+                    self.store.put_plan(&rec)?;
+                }
+                if rec.deal.is_none() {
+                    self.store.delete_plan(rec.id)?;
+                    // Its slice is free (a no-op when it was freed at removal).
+                    let _ = lock(&self.plans).remove(rec.id);
+                }
+                continue;
+            }
+            if rec.ask.is_none() && rec.deal.is_none() {
+                let order = self.ask_for(&rec.spec, &capacity);
+                if let Some(since) = rec.placing_since
+                    && let Some(found) = self.find_placed(&order, since).await?
+                {
+                    tracing::info!(
+                        plan = rec.id,
+                        order = found.id,
+                        "ask placed before a restart found on chain: adopted, not placed again"
+                    );
+                    rec.ask = Some(found);
+                    rec.placing_since = None;
+                    self.store.put_plan(&rec)?;
+                    continue;
+                }
+                rec.placing_since = Some(self.chain.block_number().await?);
+                self.store.put_plan(&rec)?;
+                let placed = self.chain.place_ask(&order).await?;
+                tracing::info!(plan = rec.id, order = placed.id, price = placed.price,
+                    benchmarks = %placed.benchmarks, "ask placed");
+                rec.ask = Some(placed);
+                rec.placing_since = None;
+                self.store.put_plan(&rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ASK order a plan is sold by (id 0: not placed).
+    pub fn ask_for(&self, spec: &PlanSpec, capacity: &Resources) -> sonm_market::Order {
+        let benchmarks = ask_benchmarks(&self.measured.benchmarks, capacity, &spec.slice);
+        ask_order(self.address(), spec, benchmarks)
+    }
+
+    /// The capacity of the box that plans are cut from.
+    pub fn capacity(&self) -> Resources {
+        lock(&self.plans).capacity()
+    }
+
+    /// An active order of ours equal to `order` (but for its id), placed from block `since` on
+    /// and not recorded for any plan: the ask a crash left unrecorded.
+    async fn find_placed(
+        &self,
+        order: &sonm_market::Order,
+        since: u64,
+    ) -> Result<Option<sonm_market::Order>, WorkerError> {
+        let to = self.chain.block_number().await?;
+        let known: Vec<u64> = self
+            .store
+            .plans()?
+            .iter()
+            .filter_map(|p| p.ask.as_ref().map(|a| a.id))
+            .collect();
+        for placed in self.chain.orders_placed(since, to).await? {
+            let same = sonm_market::Order {
+                id: placed.id,
+                ..order.clone()
+            } == placed;
+            if same && !known.contains(&placed.id) && self.chain.order_active(placed.id).await? {
+                return Ok(Some(placed));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records the deals opened on our asks since the last scan.
+    pub async fn sync_deals(&self) -> Result<(), WorkerError> {
+        let _chain = self.chain_lock.lock().await;
+        self.sync_deals_locked().await
+    }
+
+    async fn sync_deals_locked(&self) -> Result<(), WorkerError> {
+        let from = self.store.deal_scan_from()?.unwrap_or(self.deploy_block);
+        let to = self.chain.block_number().await?;
+        if from > to {
+            return Ok(());
+        }
+        for opened in self.chain.deals_opened(from, to).await? {
+            if self.store.deal(opened.id)?.is_some() {
+                continue;
+            }
+            let mut plan = self
+                .store
+                .plans()?
+                .into_iter()
+                .find(|p| p.ask.as_ref().is_some_and(|a| a.id == opened.ask));
+            if let Some(p) = plan.as_mut() {
+                p.ask = None;
+                p.deal = Some(opened.id);
+            }
+            let rec = DealRecord {
+                id: opened.id,
+                consumer: opened.consumer,
+                ask: opened.ask,
+                bid: opened.bid,
+                plan: plan.as_ref().map(|p| p.id),
+                price: opened.price,
+                duration: opened.duration,
+                start: opened.start,
+                last_bill: opened.start,
+                state: DealState::Active,
+            };
+            self.store.open_deal(&rec, plan.as_ref())?;
+            tracing::info!(deal = rec.id, consumer = %rec.consumer, ask = rec.ask,
+                plan = ?rec.plan, duration = rec.duration, "deal opened");
+        }
+        self.store.set_deal_scan_from(to + 1)?;
+        Ok(())
+    }
+
+    /// Bills the active deals that are due and closes forward deals at their end; notices deals
+    /// closed by the consumer (or by the chain for want of funds).
+    pub async fn bill_due(&self) -> Result<(), WorkerError> {
+        let _chain = self.chain_lock.lock().await;
+        let policy = self.config.billing;
+        for deal in self.store.deals()? {
+            if deal.state != DealState::Active {
+                continue;
+            }
+            let on_chain = self.chain.get_deal(deal.id).await?;
+            if !on_chain.active {
+                self.close_local(deal)?;
+                continue;
+            }
+            let now = now().max(self.chain.chain_time().await?);
+            let clock = DealClock {
+                start: on_chain.start,
+                duration: on_chain.duration,
+                last_bill: on_chain.last_bill,
+                active: true,
+            };
+            match next_action(&clock, now, &policy) {
+                Action::Bill => match self.chain.bill(deal.id).await {
+                    Ok(()) => {
+                        tracing::info!(deal = deal.id, "billed");
+                        let last_bill = self.chain.get_deal(deal.id).await?.last_bill;
+                        self.store.put_deal(&DealRecord { last_bill, ..deal })?;
+                    }
+                    Err(e) => tracing::warn!(deal = deal.id, "bill failed: {e}"),
+                },
+                Action::Close => match self.chain.close_deal(deal.id).await {
+                    Ok(()) => {
+                        tracing::info!(deal = deal.id, "deal closed at its end");
+                        self.close_local(deal)?;
+                    }
+                    // Typically DealNotEnded when the chain's clock lags ours: retried next round.
+                    Err(e) => tracing::warn!(deal = deal.id, "close failed: {e}"),
+                },
+                Action::Wait { .. } | Action::Done => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A deal ended: its tasks stop, its plan's slice goes back on sale.
+    fn close_local(&self, deal: DealRecord) -> Result<(), WorkerError> {
+        self.runner.stop_deal(deal.id);
+        if let Some(pid) = deal.plan
+            && let Some(mut plan) = self.store.plan(pid)?
+            && plan.deal == Some(deal.id)
+        {
+            plan.deal = None;
+            self.store.put_plan(&plan)?;
+        }
+        tracing::info!(
+            deal = deal.id,
+            "deal closed; its tasks stopped and its slice freed"
+        );
+        self.store.put_deal(&DealRecord {
+            state: DealState::Closed,
+            ..deal
+        })?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ task service
+
+    /// A QUIC endpoint at `addr` serving the task protocol as this worker's Ethereum identity.
+    pub fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, WorkerError> {
+        let eth = EthKey::from_bytes(&self.signer.to_bytes().0)?;
+        let identity = Identity::generate(&eth, IDENTITY_VALIDITY)?;
+        let config = EndpointConfig {
+            server_alpns: vec![ALPN.to_vec()],
+            max_frame: MAX_FRAME,
+            idle_timeout: Duration::from_secs(60),
+            ..EndpointConfig::default()
+        };
+        Ok(Endpoint::bind(addr, identity, config)?)
+    }
+
+    /// Serves connections until the endpoint is closed.
+    pub async fn serve(self: Arc<Self>, endpoint: Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let worker = self.clone();
+            smol::spawn(async move {
+                match incoming.handshake().await {
+                    Ok(conn) => worker.serve_connection(conn).await,
+                    Err(e) => tracing::info!("handshake refused: {e}"),
+                }
+            })
+            .detach();
+        }
+    }
+
+    async fn serve_connection(self: Arc<Self>, conn: Connection) {
+        let peer = conn.peer_address();
+        tracing::debug!(%peer, remote = %conn.remote_address(), "task client connected");
+        loop {
+            let (req, responder) = match conn.accept_request::<Request>().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                    return;
+                }
+            };
+            let resp = match self.handle(peer, req).await {
+                Ok(r) => r,
+                Err(e) => Response::Error(e),
+            };
+            if let Err(e) = responder.respond(&resp).await {
+                tracing::debug!(%peer, "response not delivered: {e}");
+            }
+        }
+    }
+
+    /// One request from `peer` (the verified QUIC identity).
+    pub async fn handle(&self, peer: Address, req: Request) -> Result<Response, TaskError> {
+        match req {
+            Request::StartWasm(start) => self.start_wasm(peer, start).await,
+            Request::Status { task } => self.runner.status(task, peer).map(Response::Status),
+            Request::Result { task } => self
+                .runner
+                .result(task, peer)
+                .map(|r| Response::Result(Box::new((*r).clone()))),
+            Request::Stop { task } => self.runner.stop(task, peer).map(|()| Response::Stopping),
+        }
+    }
+
+    /// The deal, if `peer` is its consumer and it is active; refusals are logged.
+    pub async fn authorize(&self, peer: Address, deal_id: DealId) -> Result<DealRecord, TaskError> {
+        let internal = |e: WorkerError| TaskError::Internal(e.to_string());
+        let mut deal = self.store.deal(deal_id).map_err(|e| internal(e.into()))?;
+        if deal.is_none() && self.may_rescan() {
+            // Perhaps opened since the last scan.
+            self.sync_deals().await.map_err(internal)?;
+            deal = self.store.deal(deal_id).map_err(|e| internal(e.into()))?;
+        }
+        let Some(deal) = deal else {
+            tracing::warn!(%peer, deal = deal_id, "refused: no such deal on this worker");
+            return Err(TaskError::UnknownDeal(deal_id));
+        };
+        if deal.consumer != peer {
+            tracing::warn!(%peer, deal = deal_id, consumer = %deal.consumer,
+                "refused: not the deal's consumer");
+            return Err(TaskError::NotConsumer {
+                deal: deal_id,
+                consumer: deal.consumer,
+                peer,
+            });
+        }
+        if deal.state != DealState::Active {
+            tracing::info!(%peer, deal = deal_id, "refused: deal closed");
+            return Err(TaskError::DealClosed(deal_id));
+        }
+        Ok(deal)
+    }
+
+    /// Whether an unknown deal id may trigger a chain scan now: at most one such scan per
+    /// [`RESCAN_MIN_INTERVAL`], so that requests naming made-up deals cannot flood the RPC.
+    fn may_rescan(&self) -> bool {
+        let mut last = lock(&self.last_rescan);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < RESCAN_MIN_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// The runtime limits for a task under `deal`: what was asked, each within the slice.
+    pub fn task_limits(
+        &self,
+        deal: &DealRecord,
+        asked: &TaskLimits,
+    ) -> Result<(Limits, u32), TaskError> {
+        let slice = deal
+            .plan
+            .and_then(|p| self.store.plan(p).ok().flatten())
+            .map(|p| p.spec.slice)
+            .unwrap_or_default();
+        let runtime_max = self.runtime.config().max_memory_bytes;
+        let max_memory = if slice.ram_bytes > 0 {
+            slice.ram_bytes.min(runtime_max)
+        } else {
+            Limits::default().memory_bytes
+        };
+        let max_wall = if deal.duration > 0 {
+            let end = deal.start.saturating_add(deal.duration);
+            end.saturating_sub(now()).saturating_mul(1000)
+        } else {
+            self.config.max_task_wall_time_ms
+        };
+        let within = |what: &str, asked: Option<u64>, max: u64| match asked {
+            Some(a) if a > max => Err(TaskError::LimitExceeded {
+                what: what.into(),
+                asked: a,
+                max,
+            }),
+            Some(a) => Ok(a),
+            None => Ok(max),
+        };
+        let default = Limits::default();
+        let limits = Limits {
+            memory_bytes: within("memory_bytes", asked.memory_bytes, max_memory)?,
+            fuel: asked.fuel,
+            wall_time_ms: within("wall_time_ms", asked.wall_time_ms, max_wall)?.max(1),
+            output_bytes: if slice.storage_bytes > 0 {
+                slice.storage_bytes.min(MAX_TASK_OUTPUT)
+            } else {
+                MAX_TASK_OUTPUT
+            },
+            stdout_bytes: default.stdout_bytes,
+            stderr_bytes: default.stderr_bytes,
+        };
+        Ok((limits, slice.cpu_cores.max(1)))
+    }
+
+    async fn start_wasm(&self, peer: Address, start: StartWasm) -> Result<Response, TaskError> {
+        let deal = self.authorize(peer, start.deal).await?;
+        let (limits, max_tasks) = self.task_limits(&deal, &start.limits)?;
+        if self.runner.running_for_deal(deal.id) >= max_tasks {
+            return Err(TaskError::TooManyTasks {
+                deal: deal.id,
+                limit: max_tasks,
+            });
+        }
+        let task = self
+            .store
+            .next_task_id()
+            .map_err(|e| TaskError::Internal(e.to_string()))?;
+        self.runner.start(task, deal.id, peer, start, limits)?;
+        tracing::info!(task, deal = deal.id, %peer, "task started");
+        Ok(Response::Started { task })
+    }
+
+    /// Serves `endpoint` and runs the chain loop every `poll_interval_ms` until `stop` resolves.
+    pub async fn run_until(
+        self: Arc<Self>,
+        endpoint: Endpoint,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let server = smol::spawn(self.clone().serve(endpoint.clone()));
+        let interval = Duration::from_millis(self.config.poll_interval_ms.max(10));
+        let chain_loop = async {
+            loop {
+                self.tick().await;
+                smol::Timer::after(interval).await;
+            }
+        };
+        smol::future::or(chain_loop, stop).await;
+        tracing::info!("stopping: closing connections and cancelling running tasks");
+        endpoint.close();
+        self.runner.stop_all();
+        drop(server);
+        let grace = async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+        };
+        smol::future::or(endpoint.wait_idle(), grace).await;
+    }
+}
