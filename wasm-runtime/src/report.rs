@@ -44,7 +44,9 @@ pub struct OutputFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Fuel consumed: deterministic for a job that does not read the clock or random bytes,
-    /// so it can be billed and re-checked by re-running. `None` when the engine runs without fuel.
+    /// so it can be billed and re-checked by re-running. `None` when the engine runs without fuel,
+    /// or when wall time or a cancel stopped the job (the count is not known then: bill such a
+    /// job by `cpu_time`).
     pub fuel_consumed: Option<u64>,
     /// CPU time of the thread that ran the job (instantiation and `_start`).
     #[serde(with = "micros")]

@@ -564,9 +564,17 @@ impl Runtime {
             Err(e) => classify(&e, limits.fuel),
         };
 
+        // Cranelift keeps fuel in a local and writes it back to the store only at calls,
+        // returns and fuel checks, not at the epoch check that stops a job for wall time or
+        // cancel: the store's count is then stale (0 for a loop that never calls out).
+        // Unknown is reported as unknown rather than as a wrong number.
+        let stopped_by_epoch = matches!(
+            termination,
+            Termination::Trap(TrapCause::WallTime { .. } | TrapCause::Cancelled)
+        );
         let fuel_consumed = match cfg.metering {
-            Metering::Fuel => Some(fuel_given - store.get_fuel().unwrap_or(0)),
-            Metering::EpochOnly | Metering::None => None,
+            Metering::Fuel if !stopped_by_epoch => Some(fuel_given - store.get_fuel().unwrap_or(0)),
+            Metering::Fuel | Metering::EpochOnly | Metering::None => None,
         };
         let data = store.data();
         let usage = Usage {

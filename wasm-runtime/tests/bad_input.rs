@@ -110,6 +110,29 @@ fn infinite_loop_hits_the_wall_time_limit() {
 }
 
 #[test]
+fn a_job_stopped_by_wall_time_reports_fuel_as_unknown_not_zero() {
+    // The engine's fuel count is stale when the epoch check stops a job (fuel lives in a
+    // register until the next call); the report must not pass that off as a measurement.
+    let rt = runtime();
+    let mut spec = wat(INFINITE_LOOP);
+    spec.limits.fuel = None;
+    spec.limits.wall_time_ms = 100;
+    let report = run(&rt, &spec);
+    assert_eq!(
+        report.termination,
+        Termination::Trap(TrapCause::WallTime { limit_ms: 100 })
+    );
+    assert_eq!(report.usage.fuel_consumed, None);
+    assert!(
+        report.usage.cpu_time > Duration::ZERO,
+        "CPU time is what bills it"
+    );
+    // A job that ends by itself still reports its fuel.
+    let hello = JobSpec::new(ModuleSource::Path(common::hello_wat_path()));
+    assert!(run(&rt, &hello).usage.fuel_consumed.unwrap() > 0);
+}
+
+#[test]
 fn wall_time_is_enforced_after_the_ticker_went_idle() {
     // The epoch ticker parks after ~200 idle ticks; the next job must wake it.
     let rt = runtime();

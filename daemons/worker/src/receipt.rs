@@ -36,6 +36,7 @@ pub struct UsageReceipt {
     pub task: TaskId,
     pub module_sha256: [u8; 32],
     /// Deterministic: re-running the module on the same input gives the same count.
+    /// 0 when wall time or a cancel stopped the job (`trapped`): the count is unknown then.
     pub fuel: u64,
     pub wall_time_us: u64,
     /// False: the job exited with `exit_code`; true: the runtime stopped it (`exit_code` is 0).
