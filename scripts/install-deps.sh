@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: a C toolchain for -sys crates, node + npm for the EVM tools.
-packages=(build-essential pkg-config nodejs npm)
+# Debian packages: a C toolchain for -sys crates, node + npm for the EVM tools,
+# iproute2 + iptables for the rendezvous tests' simulated NATs (network namespaces).
+packages=(build-essential pkg-config nodejs npm iproute2 iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -123,6 +123,13 @@ impl EthKey {
         self.address
     }
 
+    /// Signs `message` as an EIP-191 personal message (what `personal_sign` does), so that
+    /// `Signature::recover_address_from_msg(message)` gives this key's address. Callers put a
+    /// domain tag of their own at the start of `message`.
+    pub fn sign_message(&self, message: &[u8]) -> Signature {
+        self.sign_prehash(&eip191_hash_message(message))
+    }
+
     fn sign_prehash(&self, hash: &B256) -> Signature {
         // k256 signs deterministically (RFC 6979) with low s; it fails only for a zero hash.
         let (sig, recid) = self
