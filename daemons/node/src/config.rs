@@ -1,0 +1,114 @@
+//! The node's TOML configuration.
+//!
+//! ```toml
+//! # The customer's key: a Web3 Secret Storage (Ethereum keystore) JSON file,
+//! # made by `sonm-node keygen`, and the file holding its password.
+//! keystore = "/etc/sonm/node-key.json"
+//! password_file = "/etc/sonm/node-key.password"
+//! rpc_url = "http://127.0.0.1:8545"
+//! addresses = "/etc/sonm/addresses.toml"   # written by sonm-deploy
+//! listen = "127.0.0.1:15030"               # the HTTP/JSON API: keep it on localhost
+//! quic_bind = "0.0.0.0:0"                  # the QUIC client socket towards workers
+//! http_threads = 4
+//!
+//! # Where each worker's QUIC task service is (until rendezvous lookup exists): the
+//! # worker's Ethereum address (the deal's supplier) → host:port. A task request may
+//! # also name it (`worker_addr`), which the node then remembers for that deal.
+//! [workers]
+//! "0x70997970c51812dc3a010c7d01b50e0d17dc79c8" = "127.0.0.1:15010"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sonm_market::Address;
+
+/// Default address of the HTTP/JSON API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:15030";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub keystore: PathBuf,
+    pub password_file: PathBuf,
+    pub rpc_url: String,
+    pub addresses: PathBuf,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_quic_bind")]
+    pub quic_bind: SocketAddr,
+    #[serde(default = "default_threads")]
+    pub http_threads: usize,
+    /// Worker address → QUIC address of its task service.
+    #[serde(default)]
+    pub workers: BTreeMap<Address, SocketAddr>,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("a valid constant")
+}
+
+fn default_quic_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+fn default_threads() -> usize {
+    4
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.http_threads == 0 {
+            return Err("http_threads must be at least 1".into());
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc: String = include_str!("config.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .skip_while(|l| !l.starts_with("```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("```"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::from_toml(&doc).unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.workers.len(), 1);
+        assert!(Config::from_toml("keystore = 1").is_err());
+    }
+}

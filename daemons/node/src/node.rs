@@ -1,0 +1,310 @@
+//! The node: its key, the chain, the market source and the QUIC client towards workers, with
+//! the operations the API exposes as plain methods (blocking: the API runs them on its threads).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use alloy::primitives::U256;
+use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::Addresses;
+use sonm_market::{Address, DealId, Order, OrderId, durations_agree, frozen_sum};
+use sonm_net::{Endpoint, EthKey};
+use sonm_worker::client::{ClientError, TaskClient, client_endpoint};
+use sonm_worker::proto::{StartWasm, TaskId, TaskResult, TaskStatus};
+
+use crate::block_on;
+use crate::chain::{Balance, Chain, DealView};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::market::{AskQuery, AskSource, ChainAsks, candidate_asks, matching_asks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Keystore(#[from] crate::keystore::KeystoreError),
+    #[error(transparent)]
+    Addresses(#[from] sonm_contracts::AddressesError),
+    #[error("rpc_url {0:?} is not a URL")]
+    RpcUrl(String),
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+    #[error("QUIC client: {0}")]
+    Quic(#[from] ClientError),
+    #[error("key: {0}")]
+    Key(#[from] sonm_net::IdentityError),
+}
+
+/// The customer's node.
+#[derive(Debug)]
+pub struct Node {
+    chain: Chain,
+    asks: Box<dyn AskSource>,
+    endpoint: Endpoint,
+    /// Worker → QUIC address: the config's, then what requests taught.
+    workers: Mutex<BTreeMap<Address, SocketAddr>>,
+    clients: Mutex<HashMap<(Address, SocketAddr), TaskClient>>,
+    /// One chain writer at a time, so nonces stay in order.
+    writer: Mutex<()>,
+}
+
+impl Node {
+    /// Opens the node from its configuration: decrypts the key, checks the chain.
+    pub fn open(config: &Config) -> Result<Self, OpenError> {
+        let signer = crate::keystore::load(&config.keystore, &config.password_file)?;
+        let addresses = Addresses::read(&config.addresses)?;
+        Self::with_signer(config, signer, addresses)
+    }
+
+    /// As [`Node::open`], with the key and addresses already loaded.
+    pub fn with_signer(
+        config: &Config,
+        signer: PrivateKeySigner,
+        addresses: Addresses,
+    ) -> Result<Self, OpenError> {
+        let url = config
+            .rpc_url
+            .parse()
+            .map_err(|_| OpenError::RpcUrl(config.rpc_url.clone()))?;
+        let key = EthKey::from_bytes(&signer.to_bytes().0)?;
+        let chain = block_on(Chain::connect(url, signer, addresses))?;
+        let endpoint = client_endpoint(&key, config.quic_bind)?;
+        Ok(Self {
+            asks: Box::new(ChainAsks::new(chain.clone())),
+            chain,
+            endpoint,
+            workers: Mutex::new(config.workers.clone()),
+            clients: Mutex::new(HashMap::new()),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// Replaces where asks come from (the DWH, later).
+    pub fn with_ask_source(mut self, asks: Box<dyn AskSource>) -> Self {
+        self.asks = asks;
+        self
+    }
+
+    pub fn address(&self) -> Address {
+        self.chain.address()
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    pub fn balance(&self) -> Result<Balance, ApiError> {
+        Ok(block_on(self.chain.balance())?)
+    }
+
+    pub fn find_asks(&self, query: &AskQuery) -> Result<Vec<Order>, ApiError> {
+        let me = self.address();
+        let candidates = candidate_asks(self.asks.active_asks()?, query, me);
+        let ctx = block_on(self.chain.match_context(me, &candidates))?;
+        Ok(matching_asks(&candidates, query, me, &ctx))
+    }
+
+    /// Buys ask `ask_id` for `duration` seconds (0: spot) with `quickBuy`, approving the Market
+    /// to pull SNM first if it may not. Returns the new deal.
+    pub fn quick_buy(&self, ask_id: OrderId, duration: u64) -> Result<DealView, ApiError> {
+        let ask = self
+            .asks
+            .active_ask(ask_id)?
+            .ok_or_else(|| ApiError::NotFound(format!("no active ask {ask_id}")))?;
+        if !durations_agree(duration, ask.duration) {
+            return Err(ApiError::BadRequest(if ask.duration == 0 {
+                format!("ask {ask_id} is spot: buy it with duration 0")
+            } else {
+                format!(
+                    "ask {ask_id} lasts {} s: duration must be between 1 and that",
+                    ask.duration
+                )
+            }));
+        }
+        let blocked = frozen_sum(ask.price, duration)
+            .map_err(|e| ApiError::BadRequest(format!("ask {ask_id}: {e}")))?;
+        let deal = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            block_on(self.chain.ensure_allowance(U256::from(blocked)))?;
+            block_on(self.chain.quick_buy(&ask, duration))?
+        };
+        tracing::info!(deal, ask = ask_id, supplier = %ask.author, "deal opened by quick-buy");
+        self.deal(deal)
+    }
+
+    pub fn deal(&self, id: DealId) -> Result<DealView, ApiError> {
+        block_on(self.chain.deal(id))?.ok_or_else(|| ApiError::NotFound(format!("no deal {id}")))
+    }
+
+    /// Closes our deal `id`, optionally blacklisting its supplier's master.
+    pub fn close_deal(&self, id: DealId, blacklist: bool) -> Result<DealView, ApiError> {
+        let deal = self.deal(id)?;
+        let me = self.address();
+        if deal.consumer != me && deal.supplier != me {
+            return Err(ApiError::Forbidden(format!(
+                "deal {id} is between {} and {}, not yours ({me})",
+                deal.supplier, deal.consumer
+            )));
+        }
+        if deal.status != "active" {
+            return Err(ApiError::Conflict(format!("deal {id} is already closed")));
+        }
+        {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            block_on(self.chain.close_deal(id, blacklist))?;
+        }
+        tracing::info!(deal = id, blacklist, "deal closed");
+        self.deal(id)
+    }
+
+    /// Remembers where `worker`'s task service is.
+    pub fn learn_worker(&self, worker: Address, addr: SocketAddr) {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(worker, addr);
+    }
+
+    fn worker_addr(&self, worker: Address) -> Result<SocketAddr, ApiError> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&worker)
+            .copied()
+            .ok_or(ApiError::NoWorkerAddress(worker))
+    }
+
+    /// Runs `f` against the deal's worker over QUIC, reconnecting once if the cached connection
+    /// has gone away.
+    fn with_worker<T>(
+        &self,
+        deal: DealId,
+        worker_addr: Option<SocketAddr>,
+        f: impl Fn(TaskClient) -> Result<T, ClientError>,
+    ) -> Result<T, ApiError> {
+        let supplier = self.deal(deal)?.supplier;
+        // An address given with the request is remembered once the worker answered there.
+        let addr = match worker_addr {
+            Some(addr) => addr,
+            None => self.worker_addr(supplier)?,
+        };
+        let key = (supplier, addr);
+        let clients = || self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = clients().get(&key).cloned();
+        if let Some(client) = cached {
+            match f(client) {
+                // The connection had gone away (worker restarted, idle timeout): dial again.
+                // Only for connection-level failures: a request that timed out may have been
+                // served, and starting a task twice would cost the customer.
+                Err(ClientError::Net(e @ sonm_net::NetError::Connection(_))) => {
+                    tracing::info!(error = %e, worker = %supplier, "reconnecting to the worker");
+                    clients().remove(&key);
+                }
+                // Any other network failure: the next request dials afresh.
+                Err(ClientError::Net(e)) => {
+                    clients().remove(&key);
+                    return Err(ClientError::Net(e).into());
+                }
+                other => return Ok(other?),
+            }
+        }
+        let client = block_on(TaskClient::connect(&self.endpoint, addr, supplier))?;
+        clients().insert(key, client.clone());
+        if worker_addr.is_some() {
+            self.learn_worker(supplier, addr);
+        }
+        Ok(f(client)?)
+    }
+
+    /// Starts a WASM task on the deal's worker. The worker decides whether we may (only the
+    /// deal's consumer may) and refuses with a typed error otherwise.
+    pub fn start_task(
+        &self,
+        start: StartWasm,
+        worker_addr: Option<SocketAddr>,
+    ) -> Result<TaskId, ApiError> {
+        let deal = start.deal;
+        let task =
+            self.with_worker(deal, worker_addr, |c| block_on(c.start_wasm(start.clone())))?;
+        tracing::info!(deal, task, "task started");
+        Ok(task)
+    }
+
+    pub fn task_status(
+        &self,
+        deal: DealId,
+        task: TaskId,
+        worker_addr: Option<SocketAddr>,
+    ) -> Result<TaskStatus, ApiError> {
+        self.with_worker(deal, worker_addr, |c| block_on(c.status(task)))
+    }
+
+    /// The task's result; its receipt was verified against the deal's supplier, the task and
+    /// the outputs received (a failed check is an error, never a result).
+    pub fn task_result(
+        &self,
+        deal: DealId,
+        task: TaskId,
+        worker_addr: Option<SocketAddr>,
+    ) -> Result<TaskResult, ApiError> {
+        let result = self.with_worker(deal, worker_addr, |c| block_on(c.result(task)))?;
+        if result.deal != deal {
+            return Err(ApiError::NotFound(format!(
+                "task {task} belongs to deal {}, not {deal}",
+                result.deal
+            )));
+        }
+        Ok(result)
+    }
+
+    pub fn stop_task(
+        &self,
+        deal: DealId,
+        task: TaskId,
+        worker_addr: Option<SocketAddr>,
+    ) -> Result<(), ApiError> {
+        self.with_worker(deal, worker_addr, |c| block_on(c.stop(task)))
+    }
+}
+
+/// Reads every file under `dir` as task inputs (paths relative, `/`-separated, sorted).
+pub fn read_input_dir(dir: &Path) -> Result<Vec<sonm_worker::proto::File>, ApiError> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut Vec<sonm_worker::proto::File>,
+    ) -> Result<(), ApiError> {
+        let err = |e: std::io::Error| {
+            ApiError::BadRequest(format!("reading input dir {}: {e}", dir.display()))
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry.file_type().map_err(err)?;
+            if kind.is_dir() {
+                walk(root, &path, out)?;
+            } else if kind.is_file() {
+                let rel = path
+                    .strip_prefix(root)
+                    .map_err(|_| ApiError::BadRequest("input path outside its dir".into()))?;
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(sonm_worker::proto::File {
+                    path: rel.join("/"),
+                    bytes: std::fs::read(&path).map_err(err)?,
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
