@@ -71,3 +71,11 @@ pub mod bindings {
 }
 
 pub use bindings::{Blacklist, Gate, Market, OracleUSD, ProfileRegistry, SNM};
+
+/// Gas to send with a Market transaction, from its estimate. The estimate runs against the
+/// latest block, but billing work (a deal's first payout creates the master's balance; the
+/// seconds to pay grow with each block) depends on when the transaction is mined, so an exact
+/// estimate can run out of gas a block later. Unused gas is not charged.
+pub fn gas_with_margin(estimate: u64) -> u64 {
+    estimate.saturating_mul(2).saturating_add(50_000)
+}

@@ -9,7 +9,8 @@ use alloy::transports::http::reqwest::Url;
 use async_compat::Compat;
 use serde::Serialize;
 use sonm_contracts::{
-    Addresses, Blacklist, Market, ProfileRegistry, SNM, chain_order, order_id_from_chain,
+    Addresses, Blacklist, Market, ProfileRegistry, SNM, chain_order, gas_with_margin,
+    order_id_from_chain,
 };
 use sonm_market::{Address, DealId, IdentityLevel, Order, OrderId, StaticContext};
 
@@ -55,13 +56,6 @@ fn rpc_err(what: &'static str) -> impl FnOnce(alloy::transports::TransportError)
         what,
         message: e.to_string(),
     }
-}
-
-/// Gas for a Market transaction: the estimate runs against the latest block, but billing work
-/// (a deal's first payout creates the master's balance) depends on the time the transaction is
-/// mined at, so an exact estimate can run out of gas a block later. Unused gas is not charged.
-fn with_margin(estimate: u64) -> u64 {
-    estimate.saturating_mul(2).saturating_add(50_000)
 }
 
 /// Balances of the node's account, in wei (decimal strings in JSON: they exceed 2^53).
@@ -233,7 +227,7 @@ impl Chain {
             let call = market.quickBuy(id, chain, duration);
             let gas = call.estimate_gas().await.map_err(call_err(WHAT))?;
             let pending = call
-                .gas(with_margin(gas))
+                .gas(gas_with_margin(gas))
                 .send()
                 .await
                 .map_err(call_err(WHAT))?;
@@ -312,7 +306,7 @@ impl Chain {
             let call = market.closeDeal(U256::from(id), blacklist);
             let gas = call.estimate_gas().await.map_err(call_err(WHAT))?;
             let receipt = call
-                .gas(with_margin(gas))
+                .gas(gas_with_margin(gas))
                 .send()
                 .await
                 .map_err(call_err(WHAT))?

@@ -9,7 +9,9 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::http::reqwest::Url;
 use async_compat::Compat;
-use sonm_contracts::{Addresses, Market, chain_order, market_order, order_id_from_chain};
+use sonm_contracts::{
+    Addresses, Market, chain_order, gas_with_margin, market_order, order_id_from_chain,
+};
 use sonm_market::{Address, DealId, Order, OrderId};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +47,19 @@ fn rpc_err(what: &'static str) -> impl FnOnce(alloy::transports::TransportError)
     }
 }
 
-/// Sends a contract call and waits for its receipt (inside Compat); `Err` if it reverted.
+/// Sends a contract call with a gas margin (see [`gas_with_margin`]) and waits for its
+/// receipt (inside Compat); `Err` if it reverted.
 macro_rules! send_tx {
     ($what:expr, $call:expr) => {{
         const WHAT: &str = $what;
         let receipt = Compat::new(async move {
-            let pending = $call.send().await.map_err(call_err(WHAT))?;
+            let call = $call;
+            let gas = call.estimate_gas().await.map_err(call_err(WHAT))?;
+            let pending = call
+                .gas(gas_with_margin(gas))
+                .send()
+                .await
+                .map_err(call_err(WHAT))?;
             pending.get_receipt().await.map_err(|e| ChainError::Call {
                 what: WHAT,
                 message: e.to_string(),
