@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: a C toolchain for -sys crates, node + npm for the EVM tools,
-# iproute2 + iptables for the rendezvous tests' simulated NATs (network namespaces).
-packages=(build-essential pkg-config nodejs npm iproute2 iptables)
+# jq for the main-job script, iproute2 + iptables for the rendezvous tests' simulated NATs (network namespaces).
+packages=(build-essential pkg-config nodejs npm iproute2 iptables jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# The main job: a local SONM network and a job bought and run on it, end to end.
+# The main job: a whole local SONM network, and a WASM job bought and run on it end to end.
 #
-# Today (the daemons are not written yet) it runs the parts that exist, wired the
-# way the daemons will wire them:
 #   1. a local chain (anvil, 1 s blocks) with the real contracts, deployed by sonm-deploy;
-#   2. a deal's whole life on it: the supplier's ask, the customer's bid, open, bill, close;
-#   3. the example sha256 WASM job in the sandboxed runtime over a directory of input files,
-#      its result checked against sha256sum;
-# and says which steps of the full flow are still missing. The chain keeps running for you
-# to explore until Ctrl-C (or pass --once to stop at the end).
+#   2. a supplier's sonm-worker: it measures the box and sells a slice of it as an ask;
+#   3. a customer's sonm-node, driven through the sonm CLI: finds the ask, buys it, runs the
+#      example sha256 WASM job on a directory of input files on the worker, fetches the result
+#      with the worker's signed usage receipt (verified), and closes the deal;
+#   4. balances before and after.
+# The network stays up for you to explore with the CLI until Ctrl-C (or pass --once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,10 +15,13 @@ ONCE=0
 [[ "${1:-}" == "--once" ]] && ONCE=1
 PORT=${SONM_RPC_PORT:-8545}
 RPC="http://127.0.0.1:$PORT"
+WORKER_LISTEN=127.0.0.1:${SONM_WORKER_PORT:-15010}
+NODE_LISTEN=127.0.0.1:${SONM_NODE_PORT:-15030}
+export SONM_NODE="http://$NODE_LISTEN"
 STATE="$ROOT/.local/network"
+BIN="$ROOT/target/debug"
 ANVIL="$ROOT/contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-FORGE="$ROOT/contracts/node_modules/@foundry-rs/forge-linux-amd64/bin/forge"
-# anvil's well-known dev keys (accounts 0, 1, 2): local use only.
+# anvil's well-known dev keys (accounts 0, 1, 2): for this local chain only.
 DEPLOYER_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
 SUPPLIER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d
 SUPPLIER=0x70997970C51812dc3A010C7d01b50e0d17dc79C8
@@ -28,74 +30,120 @@ CONSUMER=0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 ms() { date +%s%3N; }
-since() { echo "$(( $(ms) - $1 )) ms"; }
+since() { echo "$(($(ms) - $1)) ms"; }
+sonm() { "$BIN/sonm" "$@"; }
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 300); do port_taken "$1" && return 0; sleep 0.1; done; return 1; }
 
-say "Preparing (installs what is missing, builds; the first run takes a few minutes)"
+say "Preparing (installs what is missing and builds; the first run takes several minutes)"
 scripts/install-deps.sh
 wasm-runtime/jobs/build.sh >/dev/null
-cargo build --quiet -p sonm-contracts --bin sonm-deploy -p sonm-wasm-runtime --bin sonm-wasm-run
+cargo build --quiet --bin sonm-deploy --bin sonm-worker --bin sonm-node --bin sonm
+for p in "$PORT" "${NODE_LISTEN#*:}"; do
+  if port_taken "$p"; then echo "port $p is taken (a network already running?)" >&2; exit 1; fi
+done
 rm -rf "$STATE" && mkdir -p "$STATE"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'echo; echo "stopping the network"; exit 0' INT TERM
 
 say "1. A local chain with the SONM contracts"
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "port $PORT is taken (another anvil?); set SONM_RPC_PORT to use another" >&2
-  exit 1
-fi
 "$ANVIL" --port "$PORT" --block-time 1 --silent >"$STATE/anvil.log" 2>&1 &
-ANVIL_PID=$!
-cleanup() { kill "$ANVIL_PID" 2>/dev/null || true; wait "$ANVIL_PID" 2>/dev/null || true; }
-trap cleanup EXIT
-trap 'echo; echo "stopping the chain"; exit 0' INT TERM
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+PIDS+=($!)
+wait_port "$PORT"
 t=$(ms)
-SONM_DEPLOY_KEY=$DEPLOYER_KEY target/debug/sonm-deploy --rpc-url "$RPC" --out "$STATE/addresses.toml" \
+SONM_DEPLOY_KEY=$DEPLOYER_KEY "$BIN/sonm-deploy" --rpc-url "$RPC" --out "$STATE/addresses.toml" \
   --fund "$SUPPLIER" --fund "$CONSUMER" --fund-snm 1000 >"$STATE/deploy.log"
-echo "anvil on $RPC (chain 31337, 1 s blocks); contracts deployed and wired in $(since "$t"):"
-sed 's/^/    /' "$STATE/addresses.toml"
-addr() { grep -E "^$1 *=" "$STATE/addresses.toml" | head -1 | sed -E 's/.*"(0x[0-9a-fA-F]+)".*/\1/'; }
-SNM=$(addr snm)
-MARKET=$(addr market)
+echo "anvil on $RPC (chain 31337, 1 s blocks); contracts deployed and wired in $(since "$t")"
+echo "    addresses: $STATE/addresses.toml"
 
-balance() { # SNM balance of $1, in SNM with 6 decimals
-  node -e '
-    const [rpc, token, who] = process.argv.slice(1);
-    const data = "0x70a08231" + who.slice(2).toLowerCase().padStart(64, "0");
-    fetch(rpc, {method: "POST", headers: {"content-type": "application/json"},
-      body: JSON.stringify({jsonrpc: "2.0", id: 1, method: "eth_call", params: [{to: token, data}, "latest"]})})
-      .then(r => r.json()).then(j => {
-        const wei = BigInt(j.result);
-        console.log((Number(wei / 10n ** 12n) / 1e6).toFixed(6));
-      });' "$RPC" "$SNM" "$1"
-}
-SUPPLIER_BEFORE=$(balance $SUPPLIER)
-CONSUMER_BEFORE=$(balance $CONSUMER)
+say "2. The supplier's sonm-worker sells a slice of this box"
+echo "$SUPPLIER_KEY" >"$STATE/worker.key"
+cat >"$STATE/worker.toml" <<TOML
+state_dir = "$STATE/worker"
+key_file = "$STATE/worker.key"
+rpc_url = "$RPC"
+addresses = "$STATE/addresses.toml"
+listen = "$WORKER_LISTEN"
+netflags = "outbound"
+poll_interval_ms = 500
 
-say "2. A deal's life on chain: ask, bid, open, bill, close"
+[benchmarks]
+wasm_score_module = "$ROOT/wasm-runtime/jobs/build/wasm-score.wasm"
+
+[[plans]]
+name = "one-core"
+cpu_cores = 1
+ram = "256MiB"
+storage = "1GB"
+price = 1000000000000      # SNM wei per second (0.0036 SNM an hour)
+duration = 0               # spot
+netflags = "outbound"
+TOML
 t=$(ms)
-# Bills pay nothing in forge's simulation (one timestamp), so its gas estimates are low
-# for the real transactions: hence the multiplier; receipts show what was used.
-(cd contracts && SNM=$SNM MARKET=$MARKET SUPPLIER_KEY=$SUPPLIER_KEY CONSUMER_KEY=$CONSUMER_KEY \
-  "$FORGE" script script/LocalDeal.s.sol:LocalDeal --rpc-url "$RPC" --broadcast --slow \
-  --gas-estimate-multiplier 300 \
-  >"$STATE/deal.log" 2>&1) || { cat "$STATE/deal.log" >&2; exit 1; }
-echo "mined in $(since "$t") (block, gas, call):"
-node -e '
-  const run = require(process.argv[1]);
-  run.transactions.forEach((t, i) => {
-    const r = run.receipts[i];
-    console.log("    block " + String(parseInt(r.blockNumber, 16)).padStart(3) + "  gas " +
-      String(parseInt(r.gasUsed, 16)).padStart(7) + "  " + (t.function || t.transactionType).split("(")[0]);
-  });' "$ROOT/contracts/cache/broadcast/LocalDeal.s.sol/31337/run-latest.json"
-echo "SNM balances: supplier $SUPPLIER_BEFORE -> $(balance $SUPPLIER), customer $CONSUMER_BEFORE -> $(balance $CONSUMER)"
-echo "(the ask costs 1e12 wei/s; the customer paid for the seconds the deal was open, the rest of its hour came back)"
+"$BIN/sonm-worker" --config "$STATE/worker.toml" run 2>"$STATE/worker.log" &
+PIDS+=($!)
+# The task service is QUIC (UDP): wait for the worker to say it is serving.
+for _ in $(seq 300); do grep -q "worker running" "$STATE/worker.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "worker running" "$STATE/worker.log" || { cat "$STATE/worker.log" >&2; exit 1; }
+echo "worker $SUPPLIER serving tasks on $WORKER_LISTEN (QUIC) after $(since "$t") (benchmarks measured at first start)"
 
-say "3. The customer's WASM job: sha256 of every input file, sandboxed and metered"
-mkdir -p "$STATE/job/input" "$STATE/job/output"
-for i in 1 2 3; do head -c $((i * 1000000)) /dev/urandom >"$STATE/job/input/part-$i.bin"; done
-echo "hello from the customer" >"$STATE/job/input/note.txt"
+say "3. The customer's sonm-node"
+echo "$CONSUMER_KEY" >"$STATE/consumer.key"
+echo "local-network password" >"$STATE/node.password"
+"$BIN/sonm-node" keygen --keystore "$STATE/node-key.json" --password-file "$STATE/node.password" \
+  --import-hex-file "$STATE/consumer.key" >/dev/null
+rm "$STATE/consumer.key"
+cat >"$STATE/node.toml" <<TOML
+keystore = "$STATE/node-key.json"
+password_file = "$STATE/node.password"
+rpc_url = "$RPC"
+addresses = "$STATE/addresses.toml"
+listen = "$NODE_LISTEN"
+
+[workers]
+"$SUPPLIER" = "$WORKER_LISTEN"
+TOML
+"$BIN/sonm-node" --config "$STATE/node.toml" 2>"$STATE/node.log" &
+PIDS+=($!)
+wait_port "${NODE_LISTEN#*:}" || { cat "$STATE/node.log" >&2; exit 1; }
+echo "node API on $SONM_NODE (keystore $STATE/node-key.json)"
+sonm balance
+SUPPLIER_SNM_BEFORE=$(node -e '
+  fetch(process.argv[1], {method: "POST", headers: {"content-type": "application/json"},
+    body: JSON.stringify({jsonrpc: "2.0", id: 1, method: "eth_call", params: [{to: process.argv[2],
+      data: "0x70a08231" + process.argv[3].slice(2).toLowerCase().padStart(64, "0")}, "latest"]})})
+    .then(r => r.json()).then(j => console.log(BigInt(j.result).toString()));' \
+  "$RPC" "$(grep -E '^snm *=' "$STATE/addresses.toml" | sed -E 's/.*"(0x[0-9a-fA-F]+)".*/\1/')" "$SUPPLIER")
+
+say "4. The customer finds the worker's ask and buys it"
+WANT="cpu-cores=1 ram-size=128MiB"
+t=$(ms)
+ASK=""
+for _ in $(seq 120); do
+  ASK=$(sonm --json market asks --benchmarks "$WANT" --max-price 2000000000000 | jq -r '.orders[0].id // empty')
+  [[ -n "$ASK" ]] && break
+  sleep 0.5
+done
+[[ -n "$ASK" ]] || { echo "the worker's ask did not appear; see $STATE/worker.log" >&2; exit 1; }
+echo "asks matching \"$WANT\" at most 2e12 wei/s (found after $(since "$t")):"
+sonm market asks --benchmarks "$WANT" --max-price 2000000000000 | sed 's/^/    /'
+t=$(ms)
+DEAL=$(sonm --json deal buy "$ASK" --duration 0 | jq -r .id)
+echo "bought ask $ASK: deal $DEAL opened in $(since "$t")"
+sonm deal show "$DEAL" | sed 's/^/    /'
+
+say "5. The customer's WASM job on the worker: sha256 of every input file"
+mkdir -p "$STATE/job/in/photos"
+for i in 1 2 3; do head -c $((i * 1000000)) /dev/urandom >"$STATE/job/in/part-$i.bin"; done
+head -c 250000 /dev/urandom >"$STATE/job/in/photos/cat.jpg"
+echo "hello from the customer" >"$STATE/job/in/note.txt"
 cat >"$STATE/job/job.toml" <<TOML
-input_dir = "input"
-output_dir = "output"
+input_dir = "in"
 
 [module]
 path = "$ROOT/wasm-runtime/jobs/build/sha256.wasm"
@@ -103,32 +151,51 @@ path = "$ROOT/wasm-runtime/jobs/build/sha256.wasm"
 [limits]
 memory_bytes = 67108864
 wall_time_ms = 30000
-output_bytes = 1048576
 TOML
 t=$(ms)
-target/debug/sonm-wasm-run "$STATE/job/job.toml" | sed 's/^/    /'
-echo "ran in $(since "$t") (debug build of the runner; see wasm-runtime/README.md for release numbers)"
-(cd "$STATE/job/input" && sha256sum -- * | sort -k2) >"$STATE/job/expected"
-sort -k2 "$STATE/job/output/SHA256SUMS" >"$STATE/job/got"
-if diff -q "$STATE/job/expected" "$STATE/job/got" >/dev/null; then
-  echo "output/SHA256SUMS matches sha256sum for all $(wc -l <"$STATE/job/got") files"
+TASK=$(sonm --json task start "$DEAL" "$STATE/job/job.toml" | jq -r .task)
+sonm task result "$DEAL" "$TASK" --wait 60 --out "$STATE/job/out" | sed 's/^/    /'
+echo "uploaded, ran and fetched (receipt verified by the node) in $(since "$t")"
+(cd "$STATE/job/in" && find . -type f | sed 's|^\./||' | sort | xargs sha256sum) >"$STATE/job/expected"
+sort -k2 "$STATE/job/out/SHA256SUMS" >"$STATE/job/got"
+if diff -q <(sort -k2 "$STATE/job/expected") "$STATE/job/got" >/dev/null; then
+  echo "out/SHA256SUMS matches sha256sum for all $(wc -l <"$STATE/job/got") files"
 else
-  echo "output/SHA256SUMS differs from sha256sum:" >&2
-  diff "$STATE/job/expected" "$STATE/job/got" >&2 || true
+  echo "out/SHA256SUMS differs from sha256sum:" >&2
+  diff <(sort -k2 "$STATE/job/expected") "$STATE/job/got" >&2 || true
   exit 1
 fi
 
-say "Not there yet (issues 5-9)"
+say "6. The customer closes the deal; the supplier is paid for the seconds it ran"
+t=$(ms)
+sonm deal close "$DEAL" | sed 's/^/    /'
+echo "closed in $(since "$t")"
+sonm balance | sed 's/^/    customer: /'
+node -e '
+  fetch(process.argv[1], {method: "POST", headers: {"content-type": "application/json"},
+    body: JSON.stringify({jsonrpc: "2.0", id: 1, method: "eth_call", params: [{to: process.argv[2],
+      data: "0x70a08231" + process.argv[3].slice(2).toLowerCase().padStart(64, "0")}, "latest"]})})
+    .then(r => r.json()).then(j => console.log("    supplier: earned " +
+      (BigInt(j.result) - BigInt(process.argv[4])).toString() + " SNM wei"));' \
+  "$RPC" "$(grep -E '^snm *=' "$STATE/addresses.toml" | sed -E 's/.*"(0x[0-9a-fA-F]+)".*/\1/')" \
+  "$SUPPLIER" "$SUPPLIER_SNM_BEFORE"
+
+say "Not there yet"
 cat <<TXT
-    - sonm-worker selling this box through an ask plan and running the job under the deal
-    - sonm-node and the sonm CLI buying it (the deal above is driven by a forge script)
-    - sonm-dwh indexing the chain, sonm-rendezvous connecting customer and worker over QUIC
-    - the worker's signed usage receipt for the job
+    - sonm-dwh indexing the chain (the node searches chain logs for now)
+    - the worker behind a simulated NAT, reached through sonm-rendezvous (the daemon and its
+      NAT tests exist; the worker does not publish to it yet)
 TXT
 
 if ((ONCE)) || [[ ! -t 0 ]]; then
   exit 0
 fi
-say "The chain stays up at $RPC for you to explore; Ctrl-C stops it."
-echo "    addresses: $STATE/addresses.toml   logs: $STATE/"
-wait "$ANVIL_PID"
+say "The network stays up; Ctrl-C stops it. Try:"
+cat <<TXT
+    export SONM_NODE=$SONM_NODE PATH=$BIN:\$PATH
+    sonm balance
+    sonm market asks --benchmarks "cpu-cores=1" --max-price 2000000000000
+    sonm deal buy <ASK> --duration 0 && sonm task start <DEAL> $STATE/job/job.toml
+    logs: $STATE/{anvil,worker,node}.log
+TXT
+wait "${PIDS[0]}"
