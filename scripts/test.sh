@@ -32,4 +32,7 @@ step "example WASM jobs"
 wasm-runtime/jobs/build.sh
 
 step "cargo test (workspace)"
+# End-to-end tests start other packages' binaries (the node's flow test drives `sonm`), and
+# `cargo test` builds a package's binaries only for that package's own tests: build them all.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

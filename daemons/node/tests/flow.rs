@@ -6,7 +6,7 @@
 //! input answered with 4xx and a message; a task on someone else's deal refused by the worker.
 //!
 //! Needs `contracts/scripts/install-tools.sh` (anvil), `wasm-runtime/jobs/build.sh` (the
-//! sha256 job), and the `sonm` binary: run `cargo test -p sonm-node -p sonm-cli`.
+//! sha256 job), and the `sonm` binary: `cargo build --bins` first (scripts/test.sh does).
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ fn sonm_bin() -> PathBuf {
     let path = Path::new(node_bin()).with_file_name("sonm");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo test -p sonm-node -p sonm-cli`",
+        "{} is missing: build it first (`cargo build --bins`; scripts/test.sh does)",
         path.display()
     );
     path

@@ -1,0 +1,424 @@
+//! Shared by the chain tests: an anvil with the real contracts, a scripted market
+//! history with its expected state kept by hand, an HTTP GET, bounded waits.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::http::reqwest::Url;
+use sonm_contracts::anvil::{Anvil, DEV_KEYS};
+use sonm_contracts::deploy::SNM_WEI;
+use sonm_contracts::{
+    Addresses, Blacklist, DeployConfig, Gate, Market, ProfileRegistry, SNM, chain_order, deploy,
+    market_order, order_id_from_chain,
+};
+use sonm_market::{
+    Benchmarks, DealId, IdentityLevel, NetFlags, Order, OrderId, OrderType, StaticContext,
+};
+
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    smol::block_on(async_compat::Compat::new(future))
+}
+
+pub fn anvil() -> Anvil {
+    Anvil::spawn_with(&["--accounts", "10"]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn url(anvil: &Anvil) -> Url {
+    anvil.endpoint().parse().unwrap()
+}
+
+/// Polls `check` every 20 ms for at most 60 s.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` over a fresh connection: (status, JSON body).
+pub fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned())),
+    )
+}
+
+pub async fn confirm<P: Provider, D: alloy::contract::CallDecoder>(
+    what: &str,
+    call: alloy::contract::CallBuilder<P, D>,
+) -> TransactionReceipt {
+    let receipt = call
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .get_receipt()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(receipt.status(), "{what} reverted");
+    receipt
+}
+
+/// The market as the test expects it, kept by hand from what it did.
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub orders: BTreeMap<OrderId, Order>,
+    pub cancelled: BTreeSet<OrderId>,
+    pub matched: BTreeSet<OrderId>,
+    /// deal id -> (supplier, consumer, master, closed, sum of DealBilled.paid, bills)
+    pub deals: BTreeMap<DealId, ExpectedDeal>,
+    pub ctx: StaticContext,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExpectedDeal {
+    pub supplier: Address,
+    pub consumer: Address,
+    pub master: Address,
+    pub closed: bool,
+    pub paid: u128,
+    pub bills: u32,
+    pub change_requests: u32,
+}
+
+impl Expected {
+    pub fn active(&self, t: OrderType) -> Vec<&Order> {
+        self.orders
+            .values()
+            .filter(|o| {
+                o.order_type == t
+                    && !self.cancelled.contains(&o.id)
+                    && !self.matched.contains(&o.id)
+            })
+            .collect()
+    }
+
+    fn bills_of(&mut self, receipt: &TransactionReceipt) {
+        for log in receipt.inner.logs() {
+            if let Ok(e) = log.log_decode::<Market::DealBilled>() {
+                let e = e.inner.data;
+                let d = self
+                    .deals
+                    .get_mut(&u64::try_from(e.dealId).unwrap())
+                    .unwrap();
+                d.paid += u128::try_from(e.paid).unwrap();
+                d.bills += 1;
+            }
+            if let Ok(e) = log.log_decode::<Market::DealClosed>() {
+                let id = u64::try_from(e.inner.data.dealId).unwrap();
+                self.deals.get_mut(&id).unwrap().closed = true;
+            }
+        }
+    }
+}
+
+/// A deployed market with funded traders and the handles to act on it.
+pub struct World {
+    pub provider: DynProvider,
+    pub addresses: Addresses,
+    pub deployer: Address,
+    pub suppliers: [Address; 3],
+    pub consumers: [Address; 3],
+    pub master: Address,
+    pub expected: Expected,
+    seq: u64,
+}
+
+impl World {
+    pub async fn new(anvil: &Anvil) -> World {
+        let provider = sonm_contracts::deploy::provider(url(anvil));
+        let accounts = provider.get_accounts().await.unwrap();
+        let key: PrivateKeySigner = DEV_KEYS[0].parse().unwrap();
+        let suppliers = [accounts[1], accounts[2], accounts[3]];
+        let consumers = [accounts[4], accounts[5], accounts[6]];
+        let traders: Vec<Address> = suppliers.iter().chain(&consumers).copied().collect();
+        let config = DeployConfig {
+            validators: vec![(accounts[0], 3)],
+            fund: traders
+                .iter()
+                .map(|a| (*a, U256::from(1_000_000u128 * SNM_WEI)))
+                .collect(),
+            ..DeployConfig::default()
+        };
+        let addresses = deploy(url(anvil), key, &config).await.unwrap();
+        let token = SNM::new(addresses.contracts.snm, &provider);
+        for t in &traders {
+            confirm(
+                "approve",
+                token
+                    .approve(addresses.contracts.market, U256::MAX)
+                    .from(*t),
+            )
+            .await;
+        }
+        World {
+            provider,
+            addresses,
+            deployer: accounts[0],
+            suppliers,
+            consumers,
+            master: accounts[7],
+            expected: Expected::default(),
+            seq: 0,
+        }
+    }
+
+    fn market(&self) -> Market::MarketInstance<&DynProvider> {
+        Market::new(self.addresses.contracts.market, &self.provider)
+    }
+
+    /// An order template; the tag makes every order distinct.
+    pub fn order(
+        &mut self,
+        order_type: OrderType,
+        author: Address,
+        price: u128,
+        duration: u64,
+        benchmarks: [u64; 13],
+    ) -> Order {
+        self.seq += 1;
+        Order {
+            id: 0,
+            order_type,
+            author,
+            counterparty: None,
+            duration,
+            price,
+            netflags: NetFlags::NONE,
+            identity_level: IdentityLevel::Anonymous,
+            blacklist: None,
+            tag: B256::from(U256::from(self.seq)),
+            benchmarks: Benchmarks(benchmarks),
+        }
+    }
+
+    pub async fn place(&mut self, order: Order) -> Order {
+        let receipt = confirm(
+            "placeOrder",
+            self.market()
+                .placeOrder(chain_order(&order))
+                .from(order.author),
+        )
+        .await;
+        let e = receipt
+            .decoded_log::<Market::OrderPlaced>()
+            .expect("OrderPlaced");
+        let placed = market_order(order_id_from_chain(e.orderId).unwrap(), &e.order).unwrap();
+        self.expected.orders.insert(placed.id, placed.clone());
+        placed
+    }
+
+    pub async fn cancel(&mut self, order: &Order) {
+        confirm(
+            "cancelOrder",
+            self.market()
+                .cancelOrder(U256::from(order.id), chain_order(order))
+                .from(order.author),
+        )
+        .await;
+        self.expected.cancelled.insert(order.id);
+    }
+
+    pub async fn open(&mut self, ask: &Order, bid: &Order) -> DealId {
+        let receipt = confirm(
+            "openDeal",
+            self.market()
+                .openDeal(
+                    U256::from(ask.id),
+                    chain_order(ask),
+                    U256::from(bid.id),
+                    chain_order(bid),
+                )
+                .from(self.deployer),
+        )
+        .await;
+        let e = receipt
+            .decoded_log::<Market::DealOpened>()
+            .expect("DealOpened");
+        let id = u64::try_from(e.dealId).unwrap();
+        self.expected.matched.extend([ask.id, bid.id]);
+        self.expected.deals.insert(
+            id,
+            ExpectedDeal {
+                supplier: e.supplier,
+                consumer: e.consumer,
+                master: e.master,
+                ..ExpectedDeal::default()
+            },
+        );
+        id
+    }
+
+    pub async fn bill(&mut self, deal: DealId, by: Address) {
+        let r = confirm("bill", self.market().bill(U256::from(deal)).from(by)).await;
+        self.expected.bills_of(&r);
+    }
+
+    pub async fn close(&mut self, deal: DealId, by: Address) {
+        let r = confirm(
+            "closeDeal",
+            self.market().closeDeal(U256::from(deal), false).from(by),
+        )
+        .await;
+        self.expected.bills_of(&r);
+    }
+
+    pub async fn change(&mut self, deal: DealId, by: Address, price: u128, duration: u64) {
+        let r = confirm(
+            "createChangeRequest",
+            self.market()
+                .createChangeRequest(U256::from(deal), U256::from(price), duration)
+                .from(by),
+        )
+        .await;
+        self.expected.bills_of(&r);
+        self.expected.deals.get_mut(&deal).unwrap().change_requests += 1;
+    }
+
+    pub async fn advance(&self, seconds: u64) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_increaseTime".into(), (seconds,))
+            .await
+            .unwrap();
+    }
+
+    pub async fn set_level(&mut self, who: Address, level: IdentityLevel) {
+        let profiles =
+            ProfileRegistry::new(self.addresses.contracts.profile_registry, &self.provider);
+        confirm(
+            "issueCertificate",
+            profiles
+                .issueCertificate(who, U256::from(1000 + level as u64), Default::default())
+                .from(self.deployer),
+        )
+        .await;
+        self.expected.ctx.levels.insert(who, level);
+    }
+
+    pub async fn blacklist(&mut self, owner: Address, who: Address) {
+        let list = Blacklist::new(self.addresses.contracts.blacklist, &self.provider);
+        confirm("blacklist.add", list.add(who).from(owner)).await;
+        self.expected.ctx.blacklists.insert((owner, who));
+    }
+
+    pub async fn worker(&mut self, worker: Address, master: Address) {
+        let m = self.market();
+        confirm("registerWorker", m.registerWorker(master).from(worker)).await;
+        confirm("confirmWorker", m.confirmWorker(worker).from(master)).await;
+        self.expected.ctx.masters.insert(worker, master);
+    }
+
+    /// Locks `amount` SNM wei in the gate from `from`, for `to` on chain 7.
+    pub async fn lock(&self, from: Address, to: Address, amount: u128) {
+        let c = self.addresses.contracts;
+        let token = SNM::new(c.snm, &self.provider);
+        confirm(
+            "approve gate",
+            token.approve(c.gate, U256::from(amount)).from(from),
+        )
+        .await;
+        let gate = Gate::new(c.gate, &self.provider);
+        confirm(
+            "gate.lock",
+            gate.lock(to, U256::from(amount), U256::from(7)).from(from),
+        )
+        .await;
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.provider.get_block_number().await.unwrap()
+    }
+
+    /// A small market history: levels, a master, a blacklist entry, 14 asks and 8
+    /// bids of varied prices, durations and benchmarks, two cancellations, three
+    /// deals (one forward), bills, a close, a change request.
+    pub async fn script(&mut self) {
+        let [s1, s2, s3] = self.suppliers;
+        let [c1, c2, c3] = self.consumers;
+        self.set_level(c2, IdentityLevel::Registered).await;
+        self.worker(s2, self.master).await;
+        self.blacklist(c3, s3).await;
+
+        let mut asks = Vec::new();
+        for i in 0..14u64 {
+            let author = [s1, s2, s3][(i % 3) as usize];
+            let mut bench = [0u64; 13];
+            bench[2] = 1 + i % 8; // cpu-cores
+            bench[3] = (1 + i % 4) << 30; // ram-size
+            let duration = if i % 4 == 3 { 7200 } else { 0 };
+            let mut o = self.order(
+                OrderType::Ask,
+                author,
+                u128::from(10 + (i * 7) % 23),
+                duration,
+                bench,
+            );
+            if i == 5 {
+                o.identity_level = IdentityLevel::Registered;
+            }
+            if i % 5 == 0 {
+                o.netflags = NetFlags::ALL;
+            }
+            asks.push(self.place(o).await);
+        }
+        let mut bids = Vec::new();
+        for i in 0..8u64 {
+            let author = [c1, c2, c3][(i % 3) as usize];
+            let mut bench = [0u64; 13];
+            bench[2] = 1 + i % 4;
+            bench[3] = 1 << 30;
+            let duration = if i % 4 == 3 { 3600 } else { 0 };
+            let o = self.order(
+                OrderType::Bid,
+                author,
+                u128::from(15 + i * 3),
+                duration,
+                bench,
+            );
+            bids.push(self.place(o).await);
+        }
+        self.cancel(&asks[13]).await;
+        self.cancel(&bids[7].clone()).await;
+
+        // Deals: ask 0 (price 10, 1 core) with bid 0 (price 15, 1 core, spot);
+        // ask 7 (s2, forward 7200, 8 cores, price 13) with bid 3 (forward 3600, 4 cores, 24);
+        // ask 1 (s2, price 17, 2 cores) with bid 1 (c2, price 18, 2 cores).
+        let d1 = self.open(&asks[0].clone(), &bids[0].clone()).await;
+        let d2 = self.open(&asks[7].clone(), &bids[3].clone()).await;
+        let d3 = self.open(&asks[1].clone(), &bids[1].clone()).await;
+        self.advance(600).await;
+        self.bill(d1, c1).await;
+        self.bill(d3, s2).await;
+        self.advance(600).await;
+        self.bill(d1, s1).await;
+        self.close(d1, c1).await;
+        self.change(d3, s2, 16, 0).await;
+        self.change(d3, s2, 30, 0).await;
+        self.lock(c1, c2, 5 * SNM_WEI).await;
+        let _ = d2;
+    }
+}
