@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The main job: a whole local SONM network, and a WASM job bought and run on it end to end.
 #
-#   1. a local chain (anvil, 1 s blocks) with the real contracts, deployed by sonm-deploy;
+#   1. a local chain (anvil, 1 s blocks) with the real contracts, deployed by sonm-deploy,
+#      and sonm-dwh indexing it into LMDB;
 #   2. a supplier's sonm-worker: it measures the box and sells a slice of it as an ask;
-#   3. a customer's sonm-node, driven through the sonm CLI: finds the ask, buys it, runs the
-#      example sha256 WASM job on a directory of input files on the worker, fetches the result
-#      with the worker's signed usage receipt (verified), and closes the deal;
-#   4. balances before and after.
+#   3. a customer's sonm-node, searching the market through the DWH, driven through the sonm
+#      CLI: finds the ask, buys it, runs the example sha256 WASM job on a directory of input
+#      files on the worker, fetches the result with the worker's signed usage receipt
+#      (verified), and closes the deal;
+#   4. balances before and after, and the deal as the DWH indexed it.
 # The network stays up for you to explore with the CLI until Ctrl-C (or pass --once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,8 @@ PORT=${SONM_RPC_PORT:-8545}
 RPC="http://127.0.0.1:$PORT"
 WORKER_LISTEN=127.0.0.1:${SONM_WORKER_PORT:-15010}
 NODE_LISTEN=127.0.0.1:${SONM_NODE_PORT:-15030}
+DWH_LISTEN=127.0.0.1:${SONM_DWH_PORT:-8090}
+DWH="http://$DWH_LISTEN"
 export SONM_NODE="http://$NODE_LISTEN"
 STATE="$ROOT/.local/network"
 BIN="$ROOT/target/debug"
@@ -34,12 +38,18 @@ since() { echo "$(($(ms) - $1)) ms"; }
 sonm() { "$BIN/sonm" "$@"; }
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { for _ in $(seq 300); do port_taken "$1" && return 0; sleep 0.1; done; return 1; }
+# GET from the DWH's query API (node's fetch: curl is not among the installed packages).
+dwh() {
+  node -e 'fetch(process.argv[1]).then(async r => { const t = await r.text();
+    if (!r.ok) { console.error(`HTTP ${r.status}: ${t}`); process.exit(1); }
+    process.stdout.write(t); }).catch(e => { console.error(String(e)); process.exit(1); });' "$DWH$1"
+}
 
 say "Preparing (installs what is missing and builds; the first run takes several minutes)"
 scripts/install-deps.sh
 wasm-runtime/jobs/build.sh >/dev/null
-cargo build --quiet --bin sonm-deploy --bin sonm-worker --bin sonm-node --bin sonm
-for p in "$PORT" "${NODE_LISTEN#*:}"; do
+cargo build --quiet --bin sonm-deploy --bin sonm-dwh --bin sonm-worker --bin sonm-node --bin sonm
+for p in "$PORT" "${NODE_LISTEN#*:}" "${DWH_LISTEN#*:}"; do
   if port_taken "$p"; then echo "port $p is taken (a network already running?)" >&2; exit 1; fi
 done
 rm -rf "$STATE" && mkdir -p "$STATE"
@@ -60,6 +70,28 @@ SONM_DEPLOY_KEY=$DEPLOYER_KEY "$BIN/sonm-deploy" --rpc-url "$RPC" --out "$STATE/
   --fund "$SUPPLIER" --fund "$CONSUMER" --fund-snm 1000 >"$STATE/deploy.log"
 echo "anvil on $RPC (chain 31337, 1 s blocks); contracts deployed and wired in $(since "$t")"
 echo "    addresses: $STATE/addresses.toml"
+# The DWH follows the chain from the deploy block. confirmations = 0: anvil seals every block
+# itself, so this chain never reorganises (and the follower would undo a reorg anyway); any
+# lag would only delay the search by a block. On a public chain keep the default of 12.
+cat >"$STATE/dwh.toml" <<TOML
+endpoints = ["$RPC"]
+addresses = "$STATE/addresses.toml"
+listen = "$DWH_LISTEN"
+data_dir = "$STATE/dwh"
+confirmations = 0
+poll_interval_ms = 250
+map_size_mib = 1024
+TOML
+t=$(ms)
+"$BIN/sonm-dwh" --config "$STATE/dwh.toml" 2>"$STATE/dwh.log" &
+PIDS+=($!)
+INDEXED=""
+for _ in $(seq 150); do
+  INDEXED=$(dwh /v1/status 2>/dev/null | jq -r '.number // empty') && [[ -n "$INDEXED" ]] && break
+  sleep 0.2
+done
+[[ -n "$INDEXED" ]] || { echo "sonm-dwh did not index the chain; see $STATE/dwh.log" >&2; exit 1; }
+echo "sonm-dwh indexing the chain into $STATE/dwh (LMDB), API on $DWH: block $INDEXED indexed after $(since "$t")"
 
 say "2. The supplier's sonm-worker sells a slice of this box"
 echo "$SUPPLIER_KEY" >"$STATE/worker.key"
@@ -104,6 +136,7 @@ password_file = "$STATE/node.password"
 rpc_url = "$RPC"
 addresses = "$STATE/addresses.toml"
 listen = "$NODE_LISTEN"
+dwh_url = "$DWH"             # market search through the DWH (without it: the chain's logs)
 
 [workers]
 "$SUPPLIER" = "$WORKER_LISTEN"
@@ -111,7 +144,7 @@ TOML
 "$BIN/sonm-node" --config "$STATE/node.toml" 2>"$STATE/node.log" &
 PIDS+=($!)
 wait_port "${NODE_LISTEN#*:}" || { cat "$STATE/node.log" >&2; exit 1; }
-echo "node API on $SONM_NODE (keystore $STATE/node-key.json)"
+echo "node API on $SONM_NODE (keystore $STATE/node-key.json), searching the market through $DWH"
 sonm balance
 SUPPLIER_SNM_BEFORE=$(node -e '
   fetch(process.argv[1], {method: "POST", headers: {"content-type": "application/json"},
@@ -132,6 +165,7 @@ done
 [[ -n "$ASK" ]] || { echo "the worker's ask did not appear; see $STATE/worker.log" >&2; exit 1; }
 echo "asks matching \"$WANT\" at most 2e12 wei/s (found after $(since "$t")):"
 sonm market asks --benchmarks "$WANT" --max-price 2000000000000 | sed 's/^/    /'
+echo "the DWH's book (GET $DWH/v1/orders?type=ask): $(dwh '/v1/orders?type=ask' | jq '.items | length') active ask(s)"
 t=$(ms)
 DEAL=$(sonm --json deal buy "$ASK" --duration 0 | jq -r .id)
 echo "bought ask $ASK: deal $DEAL opened in $(since "$t")"
@@ -171,18 +205,39 @@ t=$(ms)
 sonm deal close "$DEAL" | sed 's/^/    /'
 echo "closed in $(since "$t")"
 sonm balance | sed 's/^/    customer: /'
-node -e '
+EARNED=$(node -e '
   fetch(process.argv[1], {method: "POST", headers: {"content-type": "application/json"},
     body: JSON.stringify({jsonrpc: "2.0", id: 1, method: "eth_call", params: [{to: process.argv[2],
       data: "0x70a08231" + process.argv[3].slice(2).toLowerCase().padStart(64, "0")}, "latest"]})})
-    .then(r => r.json()).then(j => console.log("    supplier: earned " +
-      (BigInt(j.result) - BigInt(process.argv[4])).toString() + " SNM wei"));' \
+    .then(r => r.json()).then(j =>
+      console.log((BigInt(j.result) - BigInt(process.argv[4])).toString()));' \
   "$RPC" "$(grep -E '^snm *=' "$STATE/addresses.toml" | sed -E 's/.*"(0x[0-9a-fA-F]+)".*/\1/')" \
-  "$SUPPLIER" "$SUPPLIER_SNM_BEFORE"
+  "$SUPPLIER" "$SUPPLIER_SNM_BEFORE")
+echo "    supplier: earned $EARNED SNM wei"
+# The DWH's view of the same deal, once it has indexed the close.
+DEAL_ROW=""
+for _ in $(seq 50); do
+  DEAL_ROW=$(dwh "/v1/deals/$DEAL" 2>/dev/null || true)
+  [[ "$(jq -r '.deal.status // empty' <<<"$DEAL_ROW")" == closed ]] && break
+  sleep 0.2
+done
+[[ "$(jq -r '.deal.status // empty' <<<"$DEAL_ROW")" == closed ]] ||
+  { echo "the DWH did not index the close of deal $DEAL; see $STATE/dwh.log" >&2; exit 1; }
+# Amounts are u128: read them as text (jq would round them through a double).
+num() { grep -oE "\"$1\":[0-9]+" <<<"$DEAL_ROW" | head -1 | cut -d: -f2; }
+PAYOUT=$(num total_payout)
+echo "the deal as the DWH indexed it (GET $DWH/v1/deals/$DEAL):"
+echo "    deal $DEAL: $(jq -r .deal.status <<<"$DEAL_ROW"), ask $(jq -r .deal.ask <<<"$DEAL_ROW"), $(num price) wei/s," \
+  "$(jq -r .bills <<<"$DEAL_ROW") bill(s), paid out $PAYOUT SNM wei, refunded $(num refunded) SNM wei"
+[[ "$PAYOUT" == "$EARNED" ]] ||
+  { echo "the DWH's payout ($PAYOUT) differs from the supplier's balance change ($EARNED)" >&2; exit 1; }
+echo "    (its payout equals the supplier's SNM balance change on chain)"
+echo "    the supplier's deals in the DWH: $(dwh "/v1/deals?party=$SUPPLIER&role=supplier" | jq '.items | length')"
 
 say "Not there yet"
 cat <<TXT
-    - sonm-dwh indexing the chain (the node searches chain logs for now)
+    - the node takes the DWH's orders but still reads the match context (identity levels,
+      masters, blacklists) from the chain; the DWH serves no market stats (depth, percentiles)
     - the worker behind a simulated NAT, reached through sonm-rendezvous (the daemon and its
       NAT tests exist; the worker does not publish to it yet)
 TXT
@@ -196,6 +251,7 @@ cat <<TXT
     sonm balance
     sonm market asks --benchmarks "cpu-cores=1" --max-price 2000000000000
     sonm deal buy <ASK> --duration 0 && sonm task start <DEAL> $STATE/job/job.toml
-    logs: $STATE/{anvil,worker,node}.log
+    curl "$DWH/v1/orders?type=ask"   # the DWH's query API, if curl is installed ($DWH/openapi.json)
+    logs: $STATE/{anvil,dwh,worker,node}.log
 TXT
 wait "${PIDS[0]}"

@@ -10,6 +10,9 @@
 //! listen = "127.0.0.1:15030"               # the HTTP/JSON API: keep it on localhost
 //! quic_bind = "0.0.0.0:0"                  # the QUIC client socket towards workers
 //! http_threads = 4
+//! # Optional: a sonm-dwh's query API for market search. Without it the node reads the
+//! # asks from the chain's logs itself (rescanned from the deploy block at each start).
+//! dwh_url = "http://127.0.0.1:8090"
 //!
 //! # Where each worker's QUIC task service is (until rendezvous lookup exists): the
 //! # worker's Ethereum address (the deal's supplier) → host:port. A task request may
@@ -41,6 +44,9 @@ pub struct Config {
     pub quic_bind: SocketAddr,
     #[serde(default = "default_threads")]
     pub http_threads: usize,
+    /// A sonm-dwh's HTTP API (`http://host:port`) for market search; `None`: chain logs.
+    #[serde(default)]
+    pub dwh_url: Option<String>,
     /// Worker address → QUIC address of its task service.
     #[serde(default)]
     pub workers: BTreeMap<Address, SocketAddr>,
@@ -84,6 +90,12 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(url) = &config.dwh_url
+            && !url.starts_with("http://")
+        {
+            // The HTTP client is built without TLS: the DWH is on a trusted network.
+            return Err(format!("dwh_url {url:?} must be an http:// URL"));
+        }
         if config.http_threads == 0 {
             return Err("http_threads must be at least 1".into());
         }
@@ -109,6 +121,9 @@ mod tests {
         let config = Config::from_toml(&doc).unwrap();
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.workers.len(), 1);
+        assert_eq!(config.dwh_url.as_deref(), Some("http://127.0.0.1:8090"));
+        let no_scheme = doc.replace("http://127.0.0.1:8090", "127.0.0.1:8090");
+        assert!(Config::from_toml(&no_scheme).is_err());
         assert!(Config::from_toml("keystore = 1").is_err());
     }
 }

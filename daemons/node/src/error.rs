@@ -72,6 +72,7 @@ impl ApiError {
             ApiError::Internal(_) => (500, "internal"),
             ApiError::NoWorkerAddress(_) => (422, "no_worker_address"),
             ApiError::Chain(ChainError::Refused { .. }) => (409, "chain_refused"),
+            ApiError::Market(MarketError::Dwh { .. }) => (502, "dwh"),
             ApiError::Chain(_) | ApiError::Market(_) => (502, "chain"),
             ApiError::Worker(ClientError::Refused(e)) => task_error_code(e),
             ApiError::Worker(ClientError::Receipt(_)) => (502, "receipt_invalid"),

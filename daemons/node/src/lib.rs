@@ -3,8 +3,9 @@
 //!
 //! - [`keystore`]: the key, a standard Ethereum keystore (Web3 Secret Storage) + password file.
 //! - [`chain`]: balances, allowance, quick-buy, deals and closing through `sonm-contracts`.
-//! - [`market`]: where active asks come from ([`market::AskSource`]; chain logs for now, the
-//!   DWH later) and which match a spec (`sonm-market`'s rule).
+//! - [`market`]: where active asks come from ([`market::AskSource`]: a sonm-dwh's query API
+//!   when `dwh_url` is set, the chain's logs otherwise) and which match a spec (`sonm-market`'s
+//!   rule).
 //! - [`node`]: the operations, including WASM tasks on the deal's worker over QUIC
 //!   (`sonm-worker`'s client, which verifies each result's signed receipt).
 //! - [`api`]: the HTTP/JSON API (tiny_http), its routes and its OpenAPI document.

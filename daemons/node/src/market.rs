@@ -1,16 +1,21 @@
 //! Market search for the customer: where the open asks come from ([`AskSource`]) and which of
 //! them match a bid built from the customer's spec (the match rule of `sonm-market`).
 //!
-//! For now the asks come from the chain's logs ([`ChainAsks`]: `OrderPlaced` asks minus those
-//! cancelled or taken by a deal, scanned incrementally from the deployment block). The DWH will
-//! answer the same question from its index: it only has to implement [`AskSource`].
+//! Two sources: [`DwhAsks`] asks a `sonm-dwh` over HTTP (its `GET /v1/orders` with the price,
+//! duration, netflags, benchmarks and counterparty filters, page by page, cheapest first), and
+//! [`ChainAsks`] reads the chain's logs (`OrderPlaced` asks minus those cancelled or taken by a
+//! deal, scanned incrementally from the deployment block) when no DWH is configured. Either
+//! way a source only narrows the book: the node judges every candidate with
+//! `sonm_market::check_match` itself (identity levels, blacklists and masters from the chain).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use serde::Deserialize;
 use sonm_market::{
-    Address, Benchmarks, IdentityLevel, MAX_PRICE, MatchContext, NetFlags, Order, OrderId,
-    OrderType, StaticContext, check_match, scan_best_asks,
+    Address, Benchmark, Benchmarks, IdentityLevel, MAX_PRICE, MatchContext, NetFlags, Order,
+    OrderId, OrderType, StaticContext, check_match, scan_best_asks,
 };
 
 use crate::chain::{Chain, ChainError};
@@ -21,17 +26,28 @@ pub enum MarketError {
     Chain(#[from] ChainError),
     #[error("{0}")]
     Source(String),
+    /// The DWH could not be reached or gave an answer we cannot use.
+    #[error("DWH {url}: {message}")]
+    Dwh { url: String, message: String },
+}
+
+/// One page of a search: asks that may match, cheapest first (ties by id), and where the next
+/// page starts (`None`: there is no more).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AskPage {
+    pub asks: Vec<Order>,
+    pub next: Option<String>,
 }
 
 /// Where the active asks come from. Blocking: called from the API's worker threads.
 pub trait AskSource: Send + Sync + std::fmt::Debug {
-    /// Every active ask.
-    fn active_asks(&self) -> Result<Vec<Order>, MarketError>;
+    /// Active asks that may match `query`, from `cursor` (a previous page's `next`). A source
+    /// may return more than matches (every active ask, for example), never fewer: the caller
+    /// applies the match rule.
+    fn search(&self, query: &AskQuery, cursor: Option<&str>) -> Result<AskPage, MarketError>;
 
     /// One active ask, or `None` if it is unknown, cancelled or taken.
-    fn active_ask(&self, id: OrderId) -> Result<Option<Order>, MarketError> {
-        Ok(self.active_asks()?.into_iter().find(|o| o.id == id))
-    }
+    fn active_ask(&self, id: OrderId) -> Result<Option<Order>, MarketError>;
 }
 
 /// Asks from the chain's logs, kept in memory and brought up to date on every query.
@@ -60,7 +76,8 @@ impl ChainAsks {
         }
     }
 
-    fn refresh(&self) -> Result<Vec<Order>, MarketError> {
+    /// Every active ask.
+    pub fn active_asks(&self) -> Result<Vec<Order>, MarketError> {
         let mut scan = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let chain = &self.chain;
         let latest = crate::block_on(chain.block_number())?;
@@ -80,8 +97,167 @@ impl ChainAsks {
 }
 
 impl AskSource for ChainAsks {
-    fn active_asks(&self) -> Result<Vec<Order>, MarketError> {
-        self.refresh()
+    /// Every active ask, in one page.
+    fn search(&self, _query: &AskQuery, _cursor: Option<&str>) -> Result<AskPage, MarketError> {
+        Ok(AskPage {
+            asks: self.active_asks()?,
+            next: None,
+        })
+    }
+
+    fn active_ask(&self, id: OrderId) -> Result<Option<Order>, MarketError> {
+        Ok(self.active_asks()?.into_iter().find(|o| o.id == id))
+    }
+}
+
+/// Asks from a `sonm-dwh`'s HTTP API (`GET /v1/orders`, `GET /v1/orders/{id}`).
+///
+/// The DWH filters what it can from the order alone: price, duration, netflags, benchmarks
+/// and the ask's counterparty (`counterparty=` the customer keeps asks naming us or nobody).
+/// What needs other parties' state (identity levels, blacklists, a supplier's master when the
+/// customer names a supplier) stays with the node's `check_match` pass. The DWH lags the
+/// chain by its `confirmations`; `quickBuy` re-checks everything on chain.
+#[derive(Debug)]
+pub struct DwhAsks {
+    base: String,
+    me: Address,
+    agent: ureq::Agent,
+}
+
+/// `GET /v1/orders` pages are at most this long (the DWH's own limit).
+pub const DWH_MAX_PAGE: usize = 1000;
+
+/// How long one DWH request may take.
+const DWH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The DWH's order row: the order and what happened to it (other fields ignored).
+#[derive(Debug, Deserialize)]
+struct DwhOrderRow {
+    order: Order,
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct DwhPage {
+    items: Vec<DwhOrderRow>,
+    next: Option<String>,
+}
+
+impl DwhAsks {
+    /// A source asking the DWH at `base` (`http://host:port`) on behalf of `me`.
+    pub fn new(base: &str, me: Address) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(DWH_TIMEOUT))
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            me,
+            agent,
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> MarketError {
+        MarketError::Dwh {
+            url: self.base.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// GETs `path` with `params`; `Ok(None)` on 404.
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<Option<T>, MarketError> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        let mut r = req.call().map_err(|e| self.err(e.to_string()))?;
+        let status = r.status().as_u16();
+        let text = r
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.err(format!("reading the answer: {e}")))?;
+        match status {
+            200 => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| self.err(format!("GET {path}: unexpected answer: {e}"))),
+            404 => Ok(None),
+            _ => Err(self.err(format!("GET {path}: HTTP {status}: {text:.300}"))),
+        }
+    }
+}
+
+/// The DWH's `GET /v1/orders` parameters for the asks that may match `query` for `me`.
+pub fn dwh_order_params(
+    query: &AskQuery,
+    me: Address,
+    cursor: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut p = vec![("type", "ask".to_owned()), ("status", "active".to_owned())];
+    if query.max_price < MAX_PRICE {
+        p.push(("price_max", query.max_price.to_string()));
+    }
+    // The rule's durations: a spot bid takes spot asks only; a forward bid asks at least
+    // as long (which leaves spot asks out, as they are 0).
+    if query.duration == 0 {
+        p.push(("duration_max", "0".to_owned()));
+    } else {
+        p.push(("duration_min", query.duration.to_string()));
+    }
+    if query.netflags != NetFlags::default() {
+        p.push(("netflags", u64::from(query.netflags).to_string()));
+    }
+    let benchmarks: Vec<String> = Benchmark::ALL
+        .into_iter()
+        .filter(|&b| query.benchmarks.get(b) != 0)
+        .map(|b| format!("{}={}", b.name(), query.benchmarks.get(b)))
+        .collect();
+    if !benchmarks.is_empty() {
+        p.push(("benchmarks", benchmarks.join(",")));
+    }
+    // Asks naming another customer are not for us.
+    p.push(("counterparty", me.to_string()));
+    // Enough for the caller's page after the identity and blacklist pass drops some.
+    p.push((
+        "limit",
+        query
+            .limit
+            .saturating_mul(2)
+            .clamp(10, DWH_MAX_PAGE)
+            .to_string(),
+    ));
+    if let Some(c) = cursor {
+        p.push(("cursor", c.to_owned()));
+    }
+    p
+}
+
+impl AskSource for DwhAsks {
+    fn search(&self, query: &AskQuery, cursor: Option<&str>) -> Result<AskPage, MarketError> {
+        let params = dwh_order_params(query, self.me, cursor);
+        let page: DwhPage = self
+            .get("/v1/orders", &params)?
+            .ok_or_else(|| self.err("GET /v1/orders: 404 (not a sonm-dwh?)"))?;
+        Ok(AskPage {
+            asks: page
+                .items
+                .into_iter()
+                .filter(|r| r.status == "active" && r.order.order_type == OrderType::Ask)
+                .map(|r| r.order)
+                .collect(),
+            next: page.next,
+        })
+    }
+
+    fn active_ask(&self, id: OrderId) -> Result<Option<Order>, MarketError> {
+        let row: Option<DwhOrderRow> = self.get(&format!("/v1/orders/{id}"), &[])?;
+        Ok(row
+            .filter(|r| r.status == "active" && r.order.order_type == OrderType::Ask)
+            .map(|r| r.order))
     }
 }
 
@@ -158,6 +334,11 @@ pub fn matching_asks(
         .collect()
 }
 
+/// Sorts asks as the search returns them: cheapest first, ties by id.
+pub fn sort_cheapest_first(asks: &mut [Order]) {
+    asks.sort_by_key(|a| (a.price, a.id));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +394,44 @@ mod tests {
             .map(|a| a.id)
             .collect();
         assert_eq!(ids, [4]);
+    }
+
+    #[test]
+    fn the_dwh_query_carries_the_filters_of_the_rule() {
+        let me = Address::repeat_byte(9);
+        let q = AskQuery {
+            benchmarks: "cpu-cores=2,ram-size=1GiB".parse().unwrap(),
+            max_price: 25,
+            netflags: NetFlags::OUTBOUND,
+            limit: 3,
+            ..AskQuery::default()
+        };
+        let p: BTreeMap<_, _> = dwh_order_params(&q, me, Some("00ff")).into_iter().collect();
+        assert_eq!(p["type"], "ask");
+        assert_eq!(p["price_max"], "25");
+        assert_eq!(p["duration_max"], "0");
+        assert!(!p.contains_key("duration_min"));
+        assert_eq!(p["netflags"], "1");
+        assert_eq!(p["counterparty"], me.to_string());
+        assert_eq!(p["cursor"], "00ff");
+        assert_eq!(p["limit"], "10");
+        // The DWH parses the benchmark vector back to the same values.
+        assert_eq!(p["benchmarks"].parse::<Benchmarks>().unwrap(), q.benchmarks);
+        // A forward search wants asks at least as long; no price bound when none was given.
+        let q = AskQuery {
+            duration: 600,
+            ..AskQuery::default()
+        };
+        let p: BTreeMap<_, _> = dwh_order_params(&q, me, None).into_iter().collect();
+        assert_eq!(p["duration_min"], "600");
+        assert!(!p.contains_key("duration_max"));
+        assert!(!p.contains_key("price_max") && !p.contains_key("benchmarks"));
+        assert!(!p.contains_key("netflags") && !p.contains_key("cursor"));
+        // What the DWH leaves in, the rule judges the same way: every ask it would return for
+        // this query (duration >= 600) passes the loose check.
+        let asks = vec![ask(1, 10, 1, 600), ask(2, 10, 1, 0), ask(3, 10, 1, 300)];
+        let ids: Vec<_> = candidate_asks(asks, &q, me).iter().map(|a| a.id).collect();
+        assert_eq!(ids, [1]);
     }
 
     #[test]

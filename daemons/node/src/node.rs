@@ -18,7 +18,9 @@ use crate::block_on;
 use crate::chain::{Balance, Chain, DealView};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::market::{AskQuery, AskSource, ChainAsks, candidate_asks, matching_asks};
+use crate::market::{
+    AskQuery, AskSource, ChainAsks, DwhAsks, candidate_asks, matching_asks, sort_cheapest_first,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -35,6 +37,9 @@ pub enum OpenError {
     #[error("key: {0}")]
     Key(#[from] sonm_net::IdentityError),
 }
+
+/// The most pages of a source one market search reads.
+pub const MAX_SEARCH_PAGES: usize = 10;
 
 /// The customer's node.
 #[derive(Debug)]
@@ -70,8 +75,18 @@ impl Node {
         let key = EthKey::from_bytes(&signer.to_bytes().0)?;
         let chain = block_on(Chain::connect(url, signer, addresses))?;
         let endpoint = client_endpoint(&key, config.quic_bind)?;
+        let asks: Box<dyn AskSource> = match &config.dwh_url {
+            Some(dwh) => {
+                tracing::info!(dwh = %dwh, "market search through the DWH");
+                Box::new(DwhAsks::new(dwh, chain.address()))
+            }
+            None => {
+                tracing::info!("no dwh_url: market search through the chain's logs");
+                Box::new(ChainAsks::new(chain.clone()))
+            }
+        };
         Ok(Self {
-            asks: Box::new(ChainAsks::new(chain.clone())),
+            asks,
             chain,
             endpoint,
             workers: Mutex::new(config.workers.clone()),
@@ -80,7 +95,7 @@ impl Node {
         })
     }
 
-    /// Replaces where asks come from (the DWH, later).
+    /// Replaces where asks come from.
     pub fn with_ask_source(mut self, asks: Box<dyn AskSource>) -> Self {
         self.asks = asks;
         self
@@ -98,11 +113,35 @@ impl Node {
         Ok(block_on(self.chain.balance())?)
     }
 
+    /// The asks matching `query`, cheapest first, at most `query.limit`: the source's pages
+    /// (cheapest first) judged by the match rule, until the limit is reached, the source has no
+    /// more, or [`MAX_SEARCH_PAGES`] pages were read.
     pub fn find_asks(&self, query: &AskQuery) -> Result<Vec<Order>, ApiError> {
         let me = self.address();
-        let candidates = candidate_asks(self.asks.active_asks()?, query, me);
-        let ctx = block_on(self.chain.match_context(me, &candidates))?;
-        Ok(matching_asks(&candidates, query, me, &ctx))
+        let mut found = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_SEARCH_PAGES {
+            let page = self.asks.search(query, cursor.as_deref())?;
+            let candidates = candidate_asks(page.asks, query, me);
+            if !candidates.is_empty() {
+                let ctx = block_on(self.chain.match_context(me, &candidates))?;
+                found.extend(matching_asks(&candidates, query, me, &ctx));
+            }
+            cursor = page.next;
+            if found.len() >= query.limit || cursor.is_none() {
+                break;
+            }
+        }
+        if cursor.is_some() && found.len() < query.limit {
+            tracing::warn!(
+                pages = MAX_SEARCH_PAGES,
+                found = found.len(),
+                "market search stopped after its page limit"
+            );
+        }
+        sort_cheapest_first(&mut found);
+        found.truncate(query.limit);
+        Ok(found)
     }
 
     /// Buys ask `ask_id` for `duration` seconds (0: spot) with `quickBuy`, approving the Market
