@@ -23,7 +23,7 @@ DWH_LISTEN=127.0.0.1:${SONM_DWH_PORT:-8090}
 DWH="http://$DWH_LISTEN"
 export SONM_NODE="http://$NODE_LISTEN"
 STATE="$ROOT/.local/network"
-BIN="$ROOT/target/debug"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 ANVIL="$ROOT/contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 # anvil's well-known dev keys (accounts 0, 1, 2): for this local chain only.
 DEPLOYER_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
