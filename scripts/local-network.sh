@@ -3,11 +3,13 @@
 #
 #   1. a local chain (anvil, 1 s blocks) with the real contracts, deployed by sonm-deploy,
 #      and sonm-dwh indexing it into LMDB;
-#   2. a supplier's sonm-worker: it measures the box and sells a slice of it as an ask;
+#   2. sonm-rendezvous, and a supplier's sonm-worker: it measures the box, sells a slice of it
+#      as an ask, and publishes itself to the rendezvous from its task service's socket;
 #   3. a customer's sonm-node, searching the market through the DWH, driven through the sonm
 #      CLI: finds the ask, buys it, runs the example sha256 WASM job on a directory of input
-#      files on the worker, fetches the result with the worker's signed usage receipt
-#      (verified), and closes the deal;
+#      files on the worker (whose address the node is not told: it reaches the worker through
+#      the rendezvous, by a hole-punched direct path or the relay), fetches the result with
+#      the worker's signed usage receipt (verified), and closes the deal;
 #   4. balances before and after, and the deal as the DWH indexed it.
 # The network stays up for you to explore with the CLI until Ctrl-C (or pass --once).
 set -euo pipefail
@@ -20,6 +22,7 @@ RPC="http://127.0.0.1:$PORT"
 WORKER_LISTEN=127.0.0.1:${SONM_WORKER_PORT:-15010}
 NODE_LISTEN=127.0.0.1:${SONM_NODE_PORT:-15030}
 DWH_LISTEN=127.0.0.1:${SONM_DWH_PORT:-8090}
+RV_LISTEN=127.0.0.1:${SONM_RENDEZVOUS_PORT:-7666}
 DWH="http://$DWH_LISTEN"
 export SONM_NODE="http://$NODE_LISTEN"
 STATE="$ROOT/.local/network"
@@ -48,7 +51,8 @@ dwh() {
 say "Preparing (installs what is missing and builds; the first run takes several minutes)"
 scripts/install-deps.sh
 wasm-runtime/jobs/build.sh >/dev/null
-cargo build --quiet --bin sonm-deploy --bin sonm-dwh --bin sonm-worker --bin sonm-node --bin sonm
+cargo build --quiet --bin sonm-deploy --bin sonm-dwh --bin sonm-worker --bin sonm-node --bin sonm \
+  --bin sonm-rendezvous
 for p in "$PORT" "${NODE_LISTEN#*:}" "${DWH_LISTEN#*:}"; do
   if port_taken "$p"; then echo "port $p is taken (a network already running?)" >&2; exit 1; fi
 done
@@ -93,7 +97,21 @@ done
 [[ -n "$INDEXED" ]] || { echo "sonm-dwh did not index the chain; see $STATE/dwh.log" >&2; exit 1; }
 echo "sonm-dwh indexing the chain into $STATE/dwh (LMDB), API on $DWH: block $INDEXED indexed after $(since "$t")"
 
-say "2. The supplier's sonm-worker sells a slice of this box"
+say "2. sonm-rendezvous, and the supplier's sonm-worker selling a slice of this box"
+# The rendezvous server: workers publish themselves there, nodes find them and are introduced
+# (hole punching), or relayed. Its key is created at first start; clients pin its address.
+cat >"$STATE/rendezvous.toml" <<TOML
+listen = "$RV_LISTEN"
+relay_ip = "127.0.0.1"
+key_file = "$STATE/rendezvous.key"
+TOML
+t=$(ms)
+"$BIN/sonm-rendezvous" --config "$STATE/rendezvous.toml" >"$STATE/rendezvous.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q "serving" "$STATE/rendezvous.log" 2>/dev/null && break; sleep 0.1; done
+RV_ADDRESS=$(grep -m1 "serving" "$STATE/rendezvous.log" | grep -oE 'address=0x[0-9a-fA-F]{40}' | cut -d= -f2 || true)
+[[ -n "$RV_ADDRESS" ]] || { echo "sonm-rendezvous did not start:" >&2; cat "$STATE/rendezvous.log" >&2; exit 1; }
+echo "sonm-rendezvous $RV_ADDRESS on $RV_LISTEN (QUIC, relay on 127.0.0.1) after $(since "$t")"
 echo "$SUPPLIER_KEY" >"$STATE/worker.key"
 cat >"$STATE/worker.toml" <<TOML
 state_dir = "$STATE/worker"
@@ -103,6 +121,8 @@ addresses = "$STATE/addresses.toml"
 listen = "$WORKER_LISTEN"
 netflags = "outbound"
 poll_interval_ms = 500
+rendezvous = "$RV_LISTEN"            # publishes itself there, from the task service's socket
+rendezvous_address = "$RV_ADDRESS"   # the server's identity, pinned
 
 [benchmarks]
 wasm_score_module = "$ROOT/wasm-runtime/jobs/build/wasm-score.wasm"
@@ -123,6 +143,10 @@ PIDS+=($!)
 for _ in $(seq 300); do grep -q "worker running" "$STATE/worker.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "worker running" "$STATE/worker.log" || { cat "$STATE/worker.log" >&2; exit 1; }
 echo "worker $SUPPLIER serving tasks on $WORKER_LISTEN (QUIC) after $(since "$t") (benchmarks measured at first start)"
+for _ in $(seq 100); do grep -q "published to the rendezvous" "$STATE/worker.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "published to the rendezvous" "$STATE/worker.log" ||
+  { echo "the worker did not publish itself to the rendezvous; see $STATE/worker.log" >&2; exit 1; }
+echo "worker published to the rendezvous (as the server sees it: $(grep -m1 "published to the rendezvous" "$STATE/worker.log" | grep -oE 'observed=[^ ]+' | cut -d= -f2))"
 
 say "3. The customer's sonm-node"
 echo "$CONSUMER_KEY" >"$STATE/consumer.key"
@@ -137,9 +161,9 @@ rpc_url = "$RPC"
 addresses = "$STATE/addresses.toml"
 listen = "$NODE_LISTEN"
 dwh_url = "$DWH"             # market search through the DWH (without it: the chain's logs)
-
-[workers]
-"$SUPPLIER" = "$WORKER_LISTEN"
+# No [workers] map: workers are found and reached through the rendezvous.
+rendezvous = "$RV_LISTEN"
+rendezvous_address = "$RV_ADDRESS"
 TOML
 "$BIN/sonm-node" --config "$STATE/node.toml" 2>"$STATE/node.log" &
 PIDS+=($!)
@@ -190,6 +214,11 @@ t=$(ms)
 TASK=$(sonm --json task start "$DEAL" "$STATE/job/job.toml" | jq -r .task)
 sonm task result "$DEAL" "$TASK" --wait 60 --out "$STATE/job/out" | sed 's/^/    /'
 echo "uploaded, ran and fetched (receipt verified by the node) in $(since "$t")"
+REACHED=$(grep -m1 "reached the worker through the rendezvous" "$STATE/node.log" || true)
+[[ -n "$REACHED" ]] ||
+  { echo "the node did not reach the worker through the rendezvous; see $STATE/node.log" >&2; exit 1; }
+echo "the node reached the worker through the rendezvous: $(sed -E 's/.*through the rendezvous \(([a-z ]+)\).*/\1/' <<<"$REACHED")" \
+  "via $(grep -oE 'addr=[^ ]+' <<<"$REACHED" | cut -d= -f2)"
 (cd "$STATE/job/in" && find . -type f | sed 's|^\./||' | sort | xargs sha256sum) >"$STATE/job/expected"
 sort -k2 "$STATE/job/out/SHA256SUMS" >"$STATE/job/got"
 if diff -q <(sort -k2 "$STATE/job/expected") "$STATE/job/got" >/dev/null; then
@@ -238,8 +267,11 @@ say "Not there yet"
 cat <<TXT
     - the node takes the DWH's orders but still reads the match context (identity levels,
       masters, blacklists) from the chain; the DWH serves no market stats (depth, percentiles)
-    - the worker behind a simulated NAT, reached through sonm-rendezvous (the daemon and its
-      NAT tests exist; the worker does not publish to it yet)
+    - every party here is on 127.0.0.1, so the rendezvous finds a direct path at once; the
+      worker behind a simulated NAT (network namespaces) is covered by sonm-rendezvous's NAT
+      tests, not by this script yet
+    - a worker listening on 0.0.0.0 publishes only the address the server observes, not its
+      LAN addresses
 TXT
 
 if ((ONCE)) || [[ ! -t 0 ]]; then
@@ -252,6 +284,6 @@ cat <<TXT
     sonm market asks --benchmarks "cpu-cores=1" --max-price 2000000000000
     sonm deal buy <ASK> --duration 0 && sonm task start <DEAL> $STATE/job/job.toml
     curl "$DWH/v1/orders?type=ask"   # the DWH's query API, if curl is installed ($DWH/openapi.json)
-    logs: $STATE/{anvil,dwh,worker,node}.log
+    logs: $STATE/{anvil,dwh,rendezvous,worker,node}.log
 TXT
 wait "${PIDS[0]}"

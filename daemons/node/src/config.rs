@@ -14,9 +14,15 @@
 //! # asks from the chain's logs itself (rescanned from the deploy block at each start).
 //! dwh_url = "http://127.0.0.1:8090"
 //!
-//! # Where each worker's QUIC task service is (until rendezvous lookup exists): the
-//! # worker's Ethereum address (the deal's supplier) → host:port. A task request may
-//! # also name it (`worker_addr`), which the node then remembers for that deal.
+//! # Optional: a sonm-rendezvous server (host:port). A worker that is neither under
+//! # [workers] nor named by the request is resolved there and reached through it (a direct
+//! # hole-punched path, else its relay); the server's Ethereum address, when given, is pinned.
+//! rendezvous = "127.0.0.1:7666"
+//! rendezvous_address = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
+//!
+//! # Where a worker's QUIC task service is, when known: the worker's Ethereum address (the
+//! # deal's supplier) → host:port. A task request may also name it (`worker_addr`), which the
+//! # node then remembers for that deal. Both come before the rendezvous.
 //! [workers]
 //! "0x70997970c51812dc3a010c7d01b50e0d17dc79c8" = "127.0.0.1:15010"
 //! ```
@@ -47,6 +53,13 @@ pub struct Config {
     /// A sonm-dwh's HTTP API (`http://host:port`) for market search; `None`: chain logs.
     #[serde(default)]
     pub dwh_url: Option<String>,
+    /// A sonm-rendezvous server (`host:port`) through which workers of unknown address are
+    /// reached.
+    #[serde(default)]
+    pub rendezvous: Option<String>,
+    /// The rendezvous server's Ethereum address, pinned at the handshake (none: any).
+    #[serde(default)]
+    pub rendezvous_address: Option<Address>,
     /// Worker address → QUIC address of its task service.
     #[serde(default)]
     pub workers: BTreeMap<Address, SocketAddr>,
@@ -121,6 +134,8 @@ mod tests {
         let config = Config::from_toml(&doc).unwrap();
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.workers.len(), 1);
+        assert_eq!(config.rendezvous.as_deref(), Some("127.0.0.1:7666"));
+        assert!(config.rendezvous_address.is_some());
         assert_eq!(config.dwh_url.as_deref(), Some("http://127.0.0.1:8090"));
         let no_scheme = doc.replace("http://127.0.0.1:8090", "127.0.0.1:8090");
         assert!(Config::from_toml(&no_scheme).is_err());

@@ -25,7 +25,7 @@ pub enum ApiError {
     #[error("request body over {0} bytes")]
     TooLarge(usize),
     #[error(
-        "no QUIC address known for worker {0}: add it under [workers] in the node's config or pass worker_addr"
+        "no QUIC address known for worker {0}: add it under [workers] in the node's config, pass worker_addr, or set rendezvous"
     )]
     NoWorkerAddress(sonm_market::Address),
     #[error(transparent)]
@@ -34,6 +34,8 @@ pub enum ApiError {
     Market(#[from] MarketError),
     #[error(transparent)]
     Worker(#[from] ClientError),
+    #[error("reaching the worker through the rendezvous: {0}")]
+    Rendezvous(#[from] sonm_rendezvous::ClientError),
 }
 
 /// The JSON body of an error.
@@ -78,6 +80,10 @@ impl ApiError {
             ApiError::Worker(ClientError::Receipt(_)) => (502, "receipt_invalid"),
             ApiError::Worker(ClientError::Timeout(_)) => (504, "worker_timeout"),
             ApiError::Worker(_) => (502, "worker_unreachable"),
+            ApiError::Rendezvous(sonm_rendezvous::ClientError::NotFound(_)) => {
+                (404, "worker_not_published")
+            }
+            ApiError::Rendezvous(_) => (502, "rendezvous"),
         }
     }
 

@@ -2,17 +2,19 @@
 //! the operations the API exposes as plain methods (blocking: the API runs them on its threads).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::Addresses;
 use sonm_market::{Address, DealId, Order, OrderId, durations_agree, frozen_sum};
 use sonm_net::{Endpoint, EthKey};
-use sonm_worker::client::{ClientError, TaskClient, client_endpoint};
-use sonm_worker::proto::{StartWasm, TaskId, TaskResult, TaskStatus};
+use sonm_rendezvous::{ClientConfig as RendezvousConfig, Path as RendezvousPath, RendezvousClient};
+use sonm_worker::client::{ClientError, TaskClient, client_endpoint, client_endpoint_on};
+use sonm_worker::proto::{ALPN, StartWasm, TaskId, TaskResult, TaskStatus};
 
 use crate::block_on;
 use crate::chain::{Balance, Chain, DealView};
@@ -36,6 +38,29 @@ pub enum OpenError {
     Quic(#[from] ClientError),
     #[error("key: {0}")]
     Key(#[from] sonm_net::IdentityError),
+    #[error("rendezvous server {0:?} is not a host:port that resolves")]
+    RendezvousAddr(String),
+    #[error("QUIC socket at {addr}: {source}")]
+    Socket {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Keep-alive of the node's QUIC endpoint when it talks to a rendezvous server: keeps the NAT
+/// mapping towards the server (and a relayed path) open.
+const RENDEZVOUS_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// The node's side of the rendezvous: connected on first use, reconnected when the connection
+/// has gone away, always on the node's one QUIC endpoint (punches leave from its socket).
+#[derive(Debug)]
+struct Rendezvous {
+    config: RendezvousConfig,
+    key: EthKey,
+    /// A duplicate of the endpoint's UDP socket.
+    raw: UdpSocket,
+    client: Mutex<Option<RendezvousClient>>,
 }
 
 /// The most pages of a source one market search reads.
@@ -49,7 +74,11 @@ pub struct Node {
     endpoint: Endpoint,
     /// Worker → QUIC address: the config's, then what requests taught.
     workers: Mutex<BTreeMap<Address, SocketAddr>>,
-    clients: Mutex<HashMap<(Address, SocketAddr), TaskClient>>,
+    /// Connections by worker and address (`None`: reached through the rendezvous).
+    clients: Mutex<HashMap<(Address, Option<SocketAddr>), TaskClient>>,
+    rendezvous: Option<Rendezvous>,
+    /// How each worker reached through the rendezvous was last connected.
+    paths: Mutex<BTreeMap<Address, RendezvousPath>>,
     /// One chain writer at a time, so nonces stay in order.
     writer: Mutex<()>,
 }
@@ -74,7 +103,36 @@ impl Node {
             .map_err(|_| OpenError::RpcUrl(config.rpc_url.clone()))?;
         let key = EthKey::from_bytes(&signer.to_bytes().0)?;
         let chain = block_on(Chain::connect(url, signer, addresses))?;
-        let endpoint = client_endpoint(&key, config.quic_bind)?;
+        let (endpoint, rendezvous) = match &config.rendezvous {
+            None => (client_endpoint(&key, config.quic_bind)?, None),
+            Some(server) => {
+                let addr = server
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| OpenError::RendezvousAddr(server.clone()))?;
+                let socket_err = |source| OpenError::Socket {
+                    addr: config.quic_bind,
+                    source,
+                };
+                let socket = UdpSocket::bind(config.quic_bind).map_err(socket_err)?;
+                let raw = socket.try_clone().map_err(socket_err)?;
+                let local = socket.local_addr().map_err(socket_err)?;
+                let endpoint = client_endpoint_on(&key, socket, Some(RENDEZVOUS_KEEP_ALIVE))?;
+                let mut rv = RendezvousConfig::new(addr, config.rendezvous_address);
+                if !local.ip().is_unspecified() {
+                    rv.private = vec![local];
+                }
+                tracing::info!(rendezvous = %addr, "workers of unknown address are reached through the rendezvous");
+                let rendezvous = Rendezvous {
+                    config: rv,
+                    key: key.clone(),
+                    raw,
+                    client: Mutex::new(None),
+                };
+                (endpoint, Some(rendezvous))
+            }
+        };
         let asks: Box<dyn AskSource> = match &config.dwh_url {
             Some(dwh) => {
                 tracing::info!(dwh = %dwh, "market search through the DWH");
@@ -91,6 +149,8 @@ impl Node {
             endpoint,
             workers: Mutex::new(config.workers.clone()),
             clients: Mutex::new(HashMap::new()),
+            rendezvous,
+            paths: Mutex::new(BTreeMap::new()),
             writer: Mutex::new(()),
         })
     }
@@ -205,13 +265,67 @@ impl Node {
             .insert(worker, addr);
     }
 
-    fn worker_addr(&self, worker: Address) -> Result<SocketAddr, ApiError> {
+    fn worker_addr(&self, worker: Address) -> Option<SocketAddr> {
         self.workers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&worker)
             .copied()
-            .ok_or(ApiError::NoWorkerAddress(worker))
+    }
+
+    /// How `worker` was last reached through the rendezvous (direct or relayed), if it was.
+    pub fn rendezvous_path(&self, worker: Address) -> Option<RendezvousPath> {
+        self.paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&worker)
+            .copied()
+    }
+
+    /// The connected rendezvous client (connecting, or reconnecting, first).
+    fn rendezvous_client(&self, rv: &Rendezvous) -> Result<RendezvousClient, ApiError> {
+        let mut client = rv.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = client.as_ref().filter(|c| c.is_connected()) {
+            return Ok(c.clone());
+        }
+        let raw = rv
+            .raw
+            .try_clone()
+            .map_err(|e| ApiError::Internal(format!("duplicating the QUIC socket: {e}")))?;
+        // The node serves nothing: it never punches or relays for a peer that names it.
+        let c = block_on(RendezvousClient::from_endpoint(
+            self.endpoint.clone(),
+            raw,
+            &rv.key,
+            rv.config.clone(),
+            std::sync::Arc::new(|_| false),
+        ))?;
+        *client = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Resolves `worker` at the rendezvous and connects to its task service: a direct
+    /// (hole-punched) path if one opens in time, else through the relay.
+    fn connect_via_rendezvous(
+        &self,
+        rv: &Rendezvous,
+        worker: Address,
+    ) -> Result<TaskClient, ApiError> {
+        let client = self.rendezvous_client(rv)?;
+        let (conn, path) = block_on(client.connect_via_rendezvous(worker, ALPN))?;
+        match path {
+            RendezvousPath::Direct(addr) => {
+                tracing::info!(%worker, %addr, "reached the worker through the rendezvous (direct path)");
+            }
+            RendezvousPath::Relay(addr) => {
+                tracing::info!(%worker, %addr, "reached the worker through the rendezvous (relay)");
+            }
+        }
+        self.paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(worker, path);
+        Ok(TaskClient::from_connection(conn, worker)?)
     }
 
     /// Runs `f` against the deal's worker over QUIC, reconnecting once if the cached connection
@@ -223,11 +337,12 @@ impl Node {
         f: impl Fn(TaskClient) -> Result<T, ClientError>,
     ) -> Result<T, ApiError> {
         let supplier = self.deal(deal)?.supplier;
-        // An address given with the request is remembered once the worker answered there.
-        let addr = match worker_addr {
-            Some(addr) => addr,
-            None => self.worker_addr(supplier)?,
-        };
+        // An address given with the request is remembered once the worker answered there; a
+        // worker of unknown address is reached through the rendezvous (`None`).
+        let addr = worker_addr.or_else(|| self.worker_addr(supplier));
+        if addr.is_none() && self.rendezvous.is_none() {
+            return Err(ApiError::NoWorkerAddress(supplier));
+        }
         let key = (supplier, addr);
         let clients = || self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let cached = clients().get(&key).cloned();
@@ -248,9 +363,13 @@ impl Node {
                 other => return Ok(other?),
             }
         }
-        let client = block_on(TaskClient::connect(&self.endpoint, addr, supplier))?;
+        let client = match (addr, &self.rendezvous) {
+            (Some(addr), _) => block_on(TaskClient::connect(&self.endpoint, addr, supplier))?,
+            (None, Some(rv)) => self.connect_via_rendezvous(rv, supplier)?,
+            (None, None) => return Err(ApiError::NoWorkerAddress(supplier)),
+        };
         clients().insert(key, client.clone());
-        if worker_addr.is_some() {
+        if let (Some(addr), Some(_)) = (addr, worker_addr) {
             self.learn_worker(supplier, addr);
         }
         Ok(f(client)?)

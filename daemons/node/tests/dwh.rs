@@ -260,6 +260,8 @@ map_size_mib = 64
         },
         billing: BillingPolicy { interval: 600 },
         master: None,
+        rendezvous: None,
+        rendezvous_address: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();

@@ -266,6 +266,8 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
         },
         billing: BillingPolicy { interval: 600 },
         master: None,
+        rendezvous: None,
+        rendezvous_address: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();

@@ -149,6 +149,23 @@ impl RendezvousClient {
         let identity = Identity::generate(key, Duration::from_secs(7 * 24 * 3600))
             .map_err(NetError::Identity)?;
         let endpoint = Endpoint::from_socket(socket, identity, config.endpoint.clone())?;
+        Self::from_endpoint(endpoint, raw, key, config, policy).await
+    }
+
+    /// Runs on an endpoint the caller already serves or dials from (a worker's task service,
+    /// a node's client endpoint), so that its protocols and the rendezvous share one UDP
+    /// socket. `raw` must be a duplicate of that endpoint's socket (`UdpSocket::try_clone` of
+    /// the socket given to `Endpoint::from_socket`): punches and relay binds leave from it.
+    /// `config.endpoint` is not used (the endpoint is already made); give the endpoint a
+    /// keep-alive so that NAT mappings towards the server stay open. `key` must be the
+    /// endpoint's identity key: the server accepts a publish only from the address it names.
+    pub async fn from_endpoint(
+        endpoint: Endpoint,
+        raw: UdpSocket,
+        key: &EthKey,
+        config: ClientConfig,
+        policy: RelayPolicy,
+    ) -> Result<Self, ClientError> {
         let server = endpoint
             .connect(config.server, ALPN, config.server_address)
             .await?;
@@ -176,6 +193,17 @@ impl RendezvousClient {
 
     pub fn address(&self) -> Address {
         self.inner.key.address()
+    }
+
+    /// Whether the connection to the server is still up (once it is gone, nothing is
+    /// published, resolved or introduced: make a new client).
+    pub fn is_connected(&self) -> bool {
+        self.inner.server.quinn().close_reason().is_none()
+    }
+
+    /// Resolves when the connection to the server has ended (a worker then reconnects).
+    pub async fn closed(&self) {
+        let _ = self.inner.server.closed().await;
     }
 
     /// Sends any request and returns the server's response as it is (tests use it to

@@ -2,7 +2,7 @@
 //! by its address (the handshake fails for any other key), start a WASM task under a deal,
 //! follow it, and fetch its result with the receipt verified.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use sonm_market::Address;
@@ -41,6 +41,22 @@ pub fn client_endpoint(key: &EthKey, bind: SocketAddr) -> Result<Endpoint, Clien
     Ok(Endpoint::bind(bind, identity, config)?)
 }
 
+/// As [`client_endpoint`], on an existing socket (one whose duplicate also punches and binds
+/// relays for a rendezvous client), with a keep-alive (which keeps NAT mappings open).
+pub fn client_endpoint_on(
+    key: &EthKey,
+    socket: UdpSocket,
+    keep_alive: Option<Duration>,
+) -> Result<Endpoint, ClientError> {
+    let identity = Identity::generate(key, Duration::from_secs(24 * 3600))?;
+    let config = EndpointConfig {
+        max_frame: MAX_FRAME,
+        keep_alive,
+        ..EndpointConfig::default()
+    };
+    Ok(Endpoint::from_socket(socket, identity, config)?)
+}
+
 /// A connection to one worker.
 #[derive(Debug, Clone)]
 pub struct TaskClient {
@@ -56,6 +72,19 @@ impl TaskClient {
         worker: Address,
     ) -> Result<Self, ClientError> {
         let conn = endpoint.connect(addr, ALPN, Some(worker)).await?;
+        Ok(Self { conn, worker })
+    }
+
+    /// Wraps a connection made elsewhere (e.g. through the rendezvous), checking that its
+    /// verified peer is `worker` and that it speaks the task protocol.
+    pub fn from_connection(conn: Connection, worker: Address) -> Result<Self, ClientError> {
+        if conn.peer_address() != worker || conn.alpn() != ALPN {
+            return Err(ClientError::Unexpected(format!(
+                "connection to {} ({:?}) is not {worker}'s task service",
+                conn.peer_address(),
+                String::from_utf8_lossy(conn.alpn())
+            )));
+        }
         Ok(Self { conn, worker })
     }
 

@@ -9,6 +9,11 @@
 //! netflags = "outbound,inbound"            # what the box offers
 //! poll_interval_ms = 2000
 //! master = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"   # optional: receives the payouts
+//! # Optional: publish this worker to a sonm-rendezvous server (host:port) from the task
+//! # service's own UDP socket, so that customers behind NAT (or without its address) reach
+//! # it; the server's Ethereum address, when given, is pinned at the handshake.
+//! rendezvous = "127.0.0.1:7666"
+//! rendezvous_address = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
 //!
 //! [benchmarks]
 //! wasm_score_module = "/usr/share/sonm/wasm-score.wasm"
@@ -78,6 +83,13 @@ pub struct Config {
     /// on chain with `confirmWorker`); none: the worker is paid itself.
     #[serde(default)]
     pub master: Option<Address>,
+    /// A sonm-rendezvous server (`host:port`) to publish this worker to; none: customers
+    /// must know the task service's address.
+    #[serde(default)]
+    pub rendezvous: Option<String>,
+    /// The rendezvous server's Ethereum address, pinned at the handshake (none: any).
+    #[serde(default)]
+    pub rendezvous_address: Option<Address>,
     #[serde(default)]
     pub benchmarks: BenchConfig,
     #[serde(default)]
@@ -211,6 +223,8 @@ mod tests {
             .collect();
         let c = Config::from_toml(&example, Path::new("example")).unwrap();
         assert_eq!(c.listen.port(), 15010);
+        assert_eq!(c.rendezvous.as_deref(), Some("127.0.0.1:7666"));
+        assert!(c.rendezvous_address.is_some());
         let plans = c.plan_specs().unwrap();
         assert_eq!(plans[0].slice.ram_bytes, 1 << 30);
         assert_eq!(plans[0].slice.storage_bytes, 10_000_000_000);

@@ -2,7 +2,8 @@
 //! deals on them (billing and closing on schedule), and serves the task protocol to each deal's
 //! consumer, and to nobody else.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use alloy::transports::http::reqwest::Url;
 use sonm_contracts::Addresses;
 use sonm_market::{Address, Benchmarks, DealId};
 use sonm_net::{Connection, Endpoint, EndpointConfig, EthKey, Identity};
+use sonm_rendezvous::{ClientConfig as RendezvousConfig, RelayPolicy, RendezvousClient};
 use sonm_wasm_runtime::{Limits, Runtime, RuntimeConfig};
 
 use crate::bench::{self, Measured};
@@ -30,6 +32,11 @@ const MAX_TASK_OUTPUT: u64 = 8 << 20;
 const RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a worker's QUIC identity binding is valid (renewal on restart; see README).
 const IDENTITY_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Keep-alive of the task endpoint when it also carries the rendezvous connection: keeps the
+/// NAT mapping towards the server (and a relayed path) open.
+const RENDEZVOUS_KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Longest wait between attempts to (re)connect to the rendezvous server.
+const RENDEZVOUS_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -59,6 +66,10 @@ pub enum WorkerError {
     Net(#[from] sonm_net::NetError),
     #[error(transparent)]
     Identity(#[from] sonm_net::IdentityError),
+    #[error("rendezvous: {0}")]
+    Rendezvous(#[from] sonm_rendezvous::ClientError),
+    #[error("rendezvous server {0:?} is not a host:port that resolves")]
+    RendezvousAddr(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -83,6 +94,9 @@ pub struct Worker {
     chain_lock: smol::lock::Mutex<()>,
     last_rescan: Mutex<Option<std::time::Instant>>,
     master_confirmed: std::sync::atomic::AtomicBool,
+    /// Duplicates of the task endpoints' UDP sockets, by local address: the rendezvous client
+    /// punches and binds relays from the socket that carries QUIC.
+    sockets: Mutex<HashMap<SocketAddr, UdpSocket>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -179,6 +193,7 @@ impl Worker {
             chain_lock: smol::lock::Mutex::new(()),
             last_rescan: Mutex::new(None),
             master_confirmed: std::sync::atomic::AtomicBool::new(false),
+            sockets: Mutex::new(HashMap::new()),
         };
         worker.apply_config_plans()?;
         Ok(worker)
@@ -534,9 +549,121 @@ impl Worker {
             server_alpns: vec![ALPN.to_vec()],
             max_frame: MAX_FRAME,
             idle_timeout: Duration::from_secs(60),
+            keep_alive: self
+                .config
+                .rendezvous
+                .as_ref()
+                .map(|_| RENDEZVOUS_KEEP_ALIVE),
             ..EndpointConfig::default()
         };
-        Ok(Endpoint::bind(addr, identity, config)?)
+        let io = |source| WorkerError::Io {
+            what: format!("binding {addr}"),
+            source,
+        };
+        let socket = UdpSocket::bind(addr).map_err(io)?;
+        let raw = socket.try_clone().map_err(io)?;
+        let local = socket.local_addr().map_err(io)?;
+        let endpoint = Endpoint::from_socket(socket, identity, config)?;
+        lock(&self.sockets).insert(local, raw);
+        Ok(endpoint)
+    }
+
+    // ------------------------------------------------------------------ rendezvous
+
+    /// Whether `customer` has an active deal with this worker: the only peers the worker
+    /// punches towards or agrees to a relay with (a punch sends datagrams to addresses the
+    /// customer names). A customer we do not know yet triggers a (rate-limited) chain scan, so
+    /// that its retry succeeds if its deal was opened since the last one.
+    pub fn serves_customer(self: &Arc<Self>, customer: Address) -> bool {
+        let active = match self.store.deals() {
+            Ok(deals) => deals
+                .iter()
+                .any(|d| d.consumer == customer && d.state == DealState::Active),
+            Err(e) => {
+                tracing::warn!("reading deals for the rendezvous policy: {e}");
+                false
+            }
+        };
+        if !active {
+            tracing::info!(%customer, "rendezvous: no active deal with this peer: no punch, no relay");
+            if self.may_rescan() {
+                let worker = self.clone();
+                smol::spawn(async_compat::Compat::new(async move {
+                    if let Err(e) = worker.sync_deals().await {
+                        tracing::warn!("deal scan: {e}");
+                    }
+                }))
+                .detach();
+            }
+        }
+        active
+    }
+
+    /// Connects `endpoint` (made by [`Worker::endpoint`]) to the configured rendezvous server
+    /// and publishes this worker there; the record is refreshed until the client is dropped.
+    pub async fn join_rendezvous(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+    ) -> Result<RendezvousClient, WorkerError> {
+        let Some(server) = self.config.rendezvous.clone() else {
+            return Err(WorkerError::RendezvousAddr(String::new()));
+        };
+        let local = endpoint.local_addr()?;
+        let raw = lock(&self.sockets)
+            .get(&local)
+            .map(UdpSocket::try_clone)
+            .transpose()
+            .map_err(|source| WorkerError::Io {
+                what: format!("duplicating the socket at {local}"),
+                source,
+            })?
+            .ok_or_else(|| WorkerError::Io {
+                what: format!("the endpoint at {local} was not made by Worker::endpoint"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        let lookup = server.clone();
+        let addr = smol::unblock(move || {
+            std::net::ToSocketAddrs::to_socket_addrs(&lookup)
+                .ok()
+                .and_then(|mut a| a.next())
+        })
+        .await
+        .ok_or_else(|| WorkerError::RendezvousAddr(server.clone()))?;
+        let mut config = RendezvousConfig::new(addr, self.config.rendezvous_address);
+        // Our own socket address is a candidate when it is a real one (a LAN peer reaches it
+        // directly); the server adds the address it observes.
+        if !local.ip().is_unspecified() {
+            config.private = vec![local];
+        }
+        let weak = Arc::downgrade(self);
+        let policy: RelayPolicy = Arc::new(move |customer| {
+            weak.upgrade()
+                .is_some_and(|worker| worker.serves_customer(customer))
+        });
+        let key = EthKey::from_bytes(&self.signer.to_bytes().0)?;
+        let client =
+            RendezvousClient::from_endpoint(endpoint.clone(), raw, &key, config, policy).await?;
+        let observed = client.publish().await?;
+        tracing::info!(server = %addr, %observed, "published to the rendezvous server");
+        Ok(client)
+    }
+
+    /// Keeps this worker published to the rendezvous server: reconnects (with backoff) when
+    /// the connection fails or ends. Runs until dropped.
+    async fn rendezvous_loop(self: Arc<Self>, endpoint: Endpoint) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.join_rendezvous(&endpoint).await {
+                Ok(client) => {
+                    backoff = Duration::from_secs(1);
+                    client.closed().await;
+                    tracing::warn!("rendezvous connection ended; reconnecting");
+                }
+                Err(e) => tracing::warn!("rendezvous: {e}; retrying in {backoff:?}"),
+            }
+            smol::Timer::after(backoff).await;
+            backoff = (backoff * 2).min(RENDEZVOUS_MAX_BACKOFF);
+        }
     }
 
     /// Serves connections until the endpoint is closed.
@@ -701,6 +828,12 @@ impl Worker {
         stop: impl std::future::Future<Output = ()>,
     ) {
         let server = smol::spawn(self.clone().serve(endpoint.clone()));
+        // Published from the task endpoint's own socket: punches open the mapping QUIC uses.
+        let rendezvous = self
+            .config
+            .rendezvous
+            .is_some()
+            .then(|| smol::spawn(self.clone().rendezvous_loop(endpoint.clone())));
         let interval = Duration::from_millis(self.config.poll_interval_ms.max(10));
         let chain_loop = async {
             loop {
@@ -710,6 +843,10 @@ impl Worker {
         };
         smol::future::or(chain_loop, stop).await;
         tracing::info!("stopping: closing connections and cancelling running tasks");
+        drop(rendezvous);
+        if let Ok(local) = endpoint.local_addr() {
+            lock(&self.sockets).remove(&local);
+        }
         endpoint.close();
         self.runner.stop_all();
         drop(server);

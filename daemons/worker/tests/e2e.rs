@@ -69,6 +69,8 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
         },
         billing: BillingPolicy { interval: 2 },
         master: Some(DEV_KEYS[3].parse::<PrivateKeySigner>().unwrap().address()),
+        rendezvous: None,
+        rendezvous_address: None,
         plans: vec![
             plan("spot-small", "256MiB", 1_000_000_000, 0),
             plan("forward-hour", "128MiB", 2_000_000_000, 3600),

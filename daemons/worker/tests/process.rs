@@ -110,6 +110,8 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
         },
         billing: BillingPolicy { interval: 600 },
         master: None,
+        rendezvous: None,
+        rendezvous_address: None,
         plans: vec![PlanConfig {
             name: "one-core".into(),
             cpu_cores: 1,
