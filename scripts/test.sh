@@ -36,3 +36,6 @@ step "cargo test (workspace)"
 # `cargo test` builds a package's binaries only for that package's own tests: build them all.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+
+step "packaging: systemd units and .debs (built from the debug binaries above)"
+packaging/test.sh

@@ -84,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(address = %node.address(), listen = %config.listen, "sonm-node serving");
             let stop = Arc::new(AtomicBool::new(false));
             stop_on_signal(stop.clone())?;
+            notify_ready();
             Api { node: &node }.serve(&server, config.http_threads, &stop);
             tracing::info!("stopping");
         }
@@ -105,4 +106,12 @@ fn stop_on_signal(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         })
     });
     Ok(())
+}
+
+/// Tells systemd that the daemon is ready (units of `Type=notify`); a no-op without
+/// `NOTIFY_SOCKET`, i.e. outside systemd.
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("sd_notify READY=1: {e}");
+    }
 }
