@@ -31,11 +31,13 @@ contracts/scripts/test.sh
 step "example WASM jobs"
 wasm-runtime/jobs/build.sh
 
-step "cargo test (workspace)"
+step "binaries"
 # End-to-end tests start other packages' binaries (the node's flow test drives `sonm`), and
 # `cargo test` builds a package's binaries only for that package's own tests: build them all.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
 
 step "packaging: systemd units and .debs (built from the debug binaries above)"
 packaging/test.sh
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
