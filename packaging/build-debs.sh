@@ -13,9 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 
+# Cargo's output directory (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET=${CARGO_TARGET_DIR:-target}
 profile=release
 build=1
-out=target/debian
+out=$TARGET/debian
 only=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -94,7 +96,7 @@ for p in "${PACKAGES[@]}"; do
   name=${pkg#sonm-}
   version=$(cargo_field "$dir" version)
   summary=$(cargo_field "$dir" description)
-  binary=target/$profile/$bin
+  binary=$TARGET/$profile/$bin
   [ -x "$binary" ] || { echo "build-debs.sh: $binary is missing (build it, or drop --no-build)" >&2; exit 1; }
   stage=$work/$pkg
   install -d -m 0755 "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/share/doc/$pkg"

@@ -21,6 +21,8 @@ step() { printf '\n--> packaging: %s\n' "$*"; }
 fail() { echo "packaging/test.sh: FAIL: $*" >&2; exit 1; }
 
 DAEMONS=(worker node dwh rendezvous)
+# Cargo's output directory (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET=${CARGO_TARGET_DIR:-target}
 
 step "tools"
 need=()
@@ -56,7 +58,7 @@ trap cleanup EXIT
 
 step "build the .debs from target/debug"
 for b in sonm-worker sonm-node sonm-dwh sonm-rendezvous sonm; do
-  [ -x "target/debug/$b" ] || fail "target/debug/$b is missing: cargo build --workspace --bins first"
+  [ -x "$TARGET/debug/$b" ] || fail "$TARGET/debug/$b is missing: cargo build --workspace --bins first"
 done
 packaging/build-debs.sh --profile debug --no-build --out "$work/debs" >"$work/debs.list"
 mapfile -t debs <"$work/debs.list"
@@ -235,7 +237,7 @@ step "with a chain: node, worker and DWH start from their default configuration 
 # The installed defaults point at a local chain (scripts/local-network.sh's anvil): start one on a
 # free port, deploy the contracts with sonm-deploy, put the keys where the defaults expect them.
 ANVIL=contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
-if [ -x "$ANVIL" ] && [ -x target/debug/sonm-deploy ]; then
+if [ -x "$ANVIL" ] && [ -x "$TARGET/debug/sonm-deploy" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   rpc=http://127.0.0.1:$port
   "$ANVIL" --port "$port" --block-time 1 --silent >"$work/anvil.log" 2>&1 &
@@ -243,7 +245,7 @@ if [ -x "$ANVIL" ] && [ -x target/debug/sonm-deploy ]; then
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   # anvil's well-known dev keys (deployer, supplier, consumer): for this local chain only.
   SONM_DEPLOY_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 \
-    target/debug/sonm-deploy --rpc-url "$rpc" --out "$R/etc/sonm/addresses.toml" >"$work/deploy.log" 2>&1 ||
+    "$TARGET/debug/sonm-deploy" --rpc-url "$rpc" --out "$R/etc/sonm/addresses.toml" >"$work/deploy.log" 2>&1 ||
     { cat "$work/deploy.log"; fail "sonm-deploy"; }
   echo 0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d >"$R/etc/sonm/worker.key"
   echo 0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a >"$work/consumer.key"
@@ -258,7 +260,7 @@ if [ -x "$ANVIL" ] && [ -x target/debug/sonm-deploy ]; then
     expect_ready "$d" "$work/$d-chain.toml" || fail "sonm-$d"
   done
 else
-  echo "SKIPPED: no anvil ($ANVIL: contracts/scripts/install-tools.sh) or no target/debug/sonm-deploy"
+  echo "SKIPPED: no anvil ($ANVIL: contracts/scripts/install-tools.sh) or no $TARGET/debug/sonm-deploy"
 fi
 
 if [ "${PACKAGING_STRACE:-}" = 1 ]; then

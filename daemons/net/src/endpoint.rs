@@ -89,6 +89,10 @@ pub struct EndpointConfig {
     pub keep_alive: Option<Duration>,
     /// Concurrent bidirectional streams a peer may open; QUIC flow control does the rest.
     pub max_concurrent_bidi_streams: u32,
+    /// Keys the stateless-reset tokens. A server that keeps the same seed across restarts
+    /// (see [`EthKey::stateless_reset_seed`]) tells its old peers at once that their
+    /// connections are gone; with a random key (`None`) they wait out the idle timeout.
+    pub reset_seed: Option<[u8; 32]>,
 }
 
 impl Default for EndpointConfig {
@@ -99,6 +103,7 @@ impl Default for EndpointConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive: None,
             max_concurrent_bidi_streams: 100,
+            reset_seed: None,
         }
     }
 }
@@ -202,8 +207,24 @@ impl Endpoint {
         } else {
             Some(shared.server_config()?.0)
         };
+        let endpoint_config = match config.reset_seed {
+            Some(seed) => {
+                let mut c = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    &seed,
+                )));
+                // The restarted endpoint must also recognise the old connection IDs as its
+                // own, or it drops their packets as invalid instead of answering with a reset.
+                let cid_key = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
+                c.cid_generator(move || {
+                    Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+                });
+                c
+            }
+            None => quinn::EndpointConfig::default(),
+        };
         let inner = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             server,
             socket,
             Arc::new(quinn::SmolRuntime),

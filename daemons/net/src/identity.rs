@@ -123,6 +123,15 @@ impl EthKey {
         self.address
     }
 
+    /// A seed for the QUIC stateless-reset key (`EndpointConfig::reset_seed`), stable across
+    /// restarts because it comes from this key; a one-way, domain-separated hash, so it
+    /// reveals nothing of the key and is no signature of anything.
+    pub fn stateless_reset_seed(&self) -> [u8; 32] {
+        let mut material = b"sonm-net quic stateless reset v1\0".to_vec();
+        material.extend_from_slice(&self.to_bytes());
+        alloy_primitives::keccak256(&material).0
+    }
+
     /// Signs `message` as an EIP-191 personal message (what `personal_sign` does), so that
     /// `Signature::recover_address_from_msg(message)` gives this key's address. Callers put a
     /// domain tag of their own at the start of `message`.

@@ -71,7 +71,10 @@ struct Server {
 
 impl Server {
     fn start(identity: Identity) -> Self {
-        let endpoint = Endpoint::bind(loopback(), identity, config(true)).unwrap();
+        Self::on(Endpoint::bind(loopback(), identity, config(true)).unwrap())
+    }
+
+    fn on(endpoint: Endpoint) -> Self {
         let addr = endpoint.local_addr().unwrap();
         let (tx, events) = smol::channel::unbounded();
         let ep = endpoint.clone();
@@ -514,5 +517,88 @@ fn works_over_ipv6_loopback() {
         assert_eq!(who_am_i(&conn).await?, a.address());
         conn.close(0, b"done");
         accepting.await
+    });
+}
+
+/// A UDP forwarder standing in for a server's address: what the client sends to `addr` goes
+/// to the current target, and the answers come back. Switching the target stands for a server
+/// process that died without a word (kill -9) and a new one on the same address.
+struct Forwarder {
+    addr: SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<SocketAddr>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Forwarder {
+    fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let front = UdpSocket::bind(loopback()).unwrap();
+        let back = UdpSocket::bind(loopback()).unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, st) = (target.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut client = None;
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    client = Some(from);
+                    let to = *t.lock().unwrap();
+                    let _ = back.send_to(&buf[..n], to);
+                }
+                if let (Ok((n, _)), Some(c)) = (back.recv_from(&mut buf), client) {
+                    let _ = front.send_to(&buf[..n], c);
+                }
+            }
+        });
+        Self { addr, target, stop }
+    }
+
+    fn retarget(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = to;
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_restarted_server_with_the_same_seed_resets_old_connections_at_once() {
+    run(async {
+        let eth = EthKey::random();
+        let seeded = || EndpointConfig {
+            reset_seed: Some(eth.stateless_reset_seed()),
+            ..config(true)
+        };
+        let first = Server::on(Endpoint::bind(loopback(), fresh(&eth), seeded())?);
+        let front = Forwarder::start(first.addr);
+        let cli = client(fresh(&EthKey::random()));
+        let conn = cli.connect(front.addr, ALPN, Some(eth.address())).await?;
+        assert_eq!(who_am_i(&conn).await?, cli.address());
+        // The server "crashes" without closing anything, and a new process (new TLS key, same
+        // Ethereum key, so the same seed) answers at the server's address.
+        let restarted = Server::on(Endpoint::bind(loopback(), fresh(&eth), seeded())?);
+        front.retarget(restarted.addr);
+        // The new server recognises the old connection's IDs and resets it: the client learns
+        // at once that the connection is gone instead of waiting out its idle timeout.
+        let err = who_am_i(&conn)
+            .await
+            .expect_err("the old connection must be gone");
+        assert!(
+            format!("{err:?}").contains("Reset"),
+            "expected a stateless reset, got {err:?}"
+        );
+        // And the client dials the new server at once.
+        let again = cli.connect(front.addr, ALPN, Some(eth.address())).await?;
+        assert_eq!(who_am_i(&again).await?, cli.address());
+        drop(first);
+        Ok(())
     });
 }

@@ -166,6 +166,9 @@ impl RendezvousServer {
                 idle_timeout: config.idle_timeout,
                 keep_alive: None,
                 max_concurrent_bidi_streams: 16,
+                // Clients notice a restarted server through their keep-alives and reconnect
+                // with backoff; it holds no per-connection state worth a fast reset.
+                reset_seed: None,
             },
         )?;
         let shared = Arc::new(Shared {

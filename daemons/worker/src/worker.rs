@@ -93,6 +93,8 @@ pub struct Worker {
     /// One chain writer at a time: keeps nonces in order and a plan from being placed twice.
     chain_lock: smol::lock::Mutex<()>,
     last_rescan: Mutex<Option<std::time::Instant>>,
+    /// Serialises the scans that unknown deal ids trigger (see [`Worker::rescan_since`]).
+    rescan_gate: smol::lock::Mutex<()>,
     master_confirmed: std::sync::atomic::AtomicBool,
     /// Duplicates of the task endpoints' UDP sockets, by local address: the rendezvous client
     /// punches and binds relays from the socket that carries QUIC.
@@ -192,6 +194,7 @@ impl Worker {
             deploy_block: addresses.deploy_block,
             chain_lock: smol::lock::Mutex::new(()),
             last_rescan: Mutex::new(None),
+            rescan_gate: smol::lock::Mutex::new(()),
             master_confirmed: std::sync::atomic::AtomicBool::new(false),
             sockets: Mutex::new(HashMap::new()),
         };
@@ -554,6 +557,8 @@ impl Worker {
                 .rendezvous
                 .as_ref()
                 .map(|_| RENDEZVOUS_KEEP_ALIVE),
+            // A restarted worker then resets its customers' old connections at once.
+            reset_seed: Some(eth.stateless_reset_seed()),
             ..EndpointConfig::default()
         };
         let io = |source| WorkerError::Io {
@@ -586,15 +591,14 @@ impl Worker {
         };
         if !active {
             tracing::info!(%customer, "rendezvous: no active deal with this peer: no punch, no relay");
-            if self.may_rescan() {
-                let worker = self.clone();
-                smol::spawn(async_compat::Compat::new(async move {
-                    if let Err(e) = worker.sync_deals().await {
-                        tracing::warn!("deal scan: {e}");
-                    }
-                }))
-                .detach();
-            }
+            let worker = self.clone();
+            let asked = std::time::Instant::now();
+            smol::spawn(async_compat::Compat::new(async move {
+                if let Err(e) = worker.rescan_since(asked).await {
+                    tracing::warn!("deal scan: {e}");
+                }
+            }))
+            .detach();
         }
         active
     }
@@ -718,9 +722,11 @@ impl Worker {
     pub async fn authorize(&self, peer: Address, deal_id: DealId) -> Result<DealRecord, TaskError> {
         let internal = |e: WorkerError| TaskError::Internal(e.to_string());
         let mut deal = self.store.deal(deal_id).map_err(|e| internal(e.into()))?;
-        if deal.is_none() && self.may_rescan() {
+        if deal.is_none() {
             // Perhaps opened since the last scan.
-            self.sync_deals().await.map_err(internal)?;
+            self.rescan_since(std::time::Instant::now())
+                .await
+                .map_err(internal)?;
             deal = self.store.deal(deal_id).map_err(|e| internal(e.into()))?;
         }
         let Some(deal) = deal else {
@@ -743,16 +749,24 @@ impl Worker {
         Ok(deal)
     }
 
-    /// Whether an unknown deal id may trigger a chain scan now: at most one such scan per
-    /// [`RESCAN_MIN_INTERVAL`], so that requests naming made-up deals cannot flood the RPC.
-    fn may_rescan(&self) -> bool {
-        let mut last = lock(&self.last_rescan);
-        let now = std::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < RESCAN_MIN_INTERVAL) {
-            return false;
+    /// Makes sure a deal scan has started at or after `asked` (when a request named a deal id
+    /// we do not know). Scans are serialised and at most one starts per
+    /// [`RESCAN_MIN_INTERVAL`], so that requests naming made-up deals cannot flood the RPC;
+    /// a request waits for the next scan instead of being refused, and every request that
+    /// arrived before a scan started is answered by that scan.
+    async fn rescan_since(&self, asked: std::time::Instant) -> Result<(), WorkerError> {
+        let _gate = self.rescan_gate.lock().await;
+        let last = *lock(&self.last_rescan);
+        if last.is_some_and(|t| t >= asked) {
+            return Ok(());
         }
-        *last = Some(now);
-        true
+        if let Some(next) = last.map(|t| t + RESCAN_MIN_INTERVAL)
+            && next > std::time::Instant::now()
+        {
+            smol::Timer::at(next).await;
+        }
+        *lock(&self.last_rescan) = Some(std::time::Instant::now());
+        self.sync_deals().await
     }
 
     /// The runtime limits for a task under `deal`: what was asked, each within the slice.

@@ -1,0 +1,659 @@
+//! The harness of the end-to-end tests: a real anvil with the deployed contracts, and the real
+//! daemon binaries from `target/debug` (`sonm-worker`, `sonm-node`, `sonm-dwh`, `sonm`) as
+//! processes on free loopback ports, each with its log captured in the test's directory and
+//! killed (SIGKILL) and reaped when dropped. Configurations follow `scripts/local-network.sh`.
+//!
+//! Needs `cargo build --workspace --bins` (scripts/test.sh does it), the pinned anvil
+//! (`contracts/scripts/install-tools.sh`) and the example jobs (`wasm-runtime/jobs/build.sh`).
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use serde_json::Value;
+use sonm_contracts::anvil::{Anvil, DEV_KEYS};
+use sonm_contracts::deploy::{SNM_WEI, provider};
+use sonm_contracts::{Addresses, DeployConfig, Market, SNM, deploy};
+
+/// The supplier's key (anvil's dev account 1), as in `scripts/local-network.sh`.
+pub const SUPPLIER_KEY: &str = DEV_KEYS[1];
+/// The customer's key (anvil's dev account 2).
+pub const CONSUMER_KEY: &str = DEV_KEYS[2];
+/// The worker's plan price, SNM wei per second.
+pub const PRICE: u128 = 1_000_000_000;
+/// A spot deal keeps one hour blocked ahead (Market.SPOT_PERIOD).
+pub const SPOT_PERIOD: u128 = 3600;
+/// One SNM in wei.
+pub const SNM: u128 = SNM_WEI;
+
+/// Runs a future that may use alloy (tokio-based) on smol, as the daemons do.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    smol::block_on(async_compat::Compat::new(f))
+}
+
+/// The workspace's `target/debug` (or `$CARGO_TARGET_DIR/debug`).
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t).join("debug"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"),
+    }
+}
+
+/// A daemon binary; panics with how to build it when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the daemons first with `cargo build --workspace --bins` \
+         (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// An example WASM job; panics with how to build it when it is missing.
+pub fn example_job(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../wasm-runtime/jobs/build")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{}: build the example jobs with wasm-runtime/jobs/build.sh",
+        path.display()
+    );
+    path
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`; then panics with
+/// `what` and the logs `context` returns.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("{what}: gave up after {timeout:?}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A daemon process with its stderr in `log`; SIGKILLed and reaped when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program args...` with stderr appended to `log`.
+    pub fn spawn(program: &Path, args: &[&str], log: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A deal as `getDeal` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainDeal {
+    pub start: u64,
+    pub last_bill: u64,
+    pub price: u128,
+    /// 1 active, 2 closed.
+    pub status: u8,
+    pub blocked: u128,
+}
+
+/// The local chain: anvil with the contracts deployed and wired, in a temporary directory that
+/// also holds every daemon's configuration, state and log.
+#[derive(Debug)]
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub anvil: Anvil,
+    pub addresses: Addresses,
+    pub addresses_path: PathBuf,
+}
+
+impl Net {
+    /// anvil (automine unless `anvil_args` says otherwise) + `sonm_contracts::deploy`, funding
+    /// `fund` with SNM (wei).
+    pub fn start(anvil_args: &[&str], fund: &[(Address, u128)]) -> Self {
+        let anvil = Anvil::spawn_with(anvil_args)
+            .unwrap_or_else(|e| panic!("{e} (install it with contracts/scripts/install-tools.sh)"));
+        let dir = tempfile::tempdir().unwrap();
+        let addresses = block_on(deploy(
+            anvil.endpoint().parse().unwrap(),
+            DEV_KEYS[0].parse().unwrap(),
+            &DeployConfig {
+                fund: fund.iter().map(|&(a, v)| (a, U256::from(v))).collect(),
+                ..DeployConfig::default()
+            },
+        ))
+        .unwrap();
+        let addresses_path = dir.path().join("addresses.toml");
+        addresses.write(&addresses_path).unwrap();
+        Self {
+            dir,
+            anvil,
+            addresses,
+            addresses_path,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn rpc(&self) -> String {
+        self.anvil.endpoint()
+    }
+
+    fn provider(&self) -> alloy::providers::DynProvider {
+        provider(self.rpc().parse().unwrap())
+    }
+
+    /// Moves the chain's clock `secs` ahead and mines a block at the new time.
+    pub fn increase_time(&self, secs: u64) {
+        let p = self.provider();
+        block_on(async move {
+            let _: Value = p
+                .raw_request("evm_increaseTime".into(), (secs,))
+                .await
+                .unwrap();
+            let _: Value = p.raw_request("evm_mine".into(), ()).await.unwrap();
+        });
+    }
+
+    /// The latest block's timestamp.
+    pub fn chain_time(&self) -> u64 {
+        let p = self.provider();
+        block_on(async move { p.get_block_by_number(Default::default()).await })
+            .unwrap()
+            .map(|b| b.header.timestamp)
+            .unwrap_or(0)
+    }
+
+    pub fn snm_balance(&self, who: Address) -> u128 {
+        let snm = SNM::new(self.addresses.contracts.snm, self.provider());
+        block_on(async move { snm.balanceOf(who).call().await })
+            .unwrap()
+            .to::<u128>()
+    }
+
+    pub fn deal(&self, id: u64) -> ChainDeal {
+        let market = Market::new(self.addresses.contracts.market, self.provider());
+        let r = block_on(async move { market.getDeal(U256::from(id)).call().await }).unwrap();
+        ChainDeal {
+            start: r.deal.startTime.to::<u64>(),
+            last_bill: r.deal.lastBillTime.to::<u64>(),
+            price: r.deal.price.to::<u128>(),
+            status: r.deal.status,
+            blocked: r.blocked.to::<u128>(),
+        }
+    }
+
+    /// The `paid` of every `DealBilled` of deal `id`, in chain order.
+    pub fn bills(&self, id: u64) -> Vec<u128> {
+        let market = Market::new(self.addresses.contracts.market, self.provider());
+        let logs = block_on(async move {
+            market
+                .DealBilled_filter()
+                .topic1(U256::from(id))
+                .from_block(0)
+                .query()
+                .await
+        })
+        .unwrap();
+        logs.into_iter().map(|(e, _)| e.paid.to::<u128>()).collect()
+    }
+
+    /// The `DealClosed` events of deal `id`: (closed by, refund).
+    pub fn closes(&self, id: u64) -> Vec<(Address, u128)> {
+        let market = Market::new(self.addresses.contracts.market, self.provider());
+        let logs = block_on(async move {
+            market
+                .DealClosed_filter()
+                .topic1(U256::from(id))
+                .from_block(0)
+                .query()
+                .await
+        })
+        .unwrap();
+        logs.into_iter()
+            .map(|(e, _)| (e.closedBy, e.refunded.to::<u128>()))
+            .collect()
+    }
+}
+
+pub fn address_of(key: &str) -> Address {
+    key.parse::<PrivateKeySigner>().unwrap().address()
+}
+
+/// How the worker is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOpts {
+    /// Seconds between bills of a deal.
+    pub billing_interval: u64,
+    /// The chain loop's period.
+    pub poll_interval_ms: u64,
+    /// One-core spot plans at [`PRICE`], each sold as its own ask.
+    pub plans: usize,
+}
+
+impl Default for WorkerOpts {
+    fn default() -> Self {
+        Self {
+            billing_interval: 600,
+            poll_interval_ms: 200,
+            plans: 1,
+        }
+    }
+}
+
+/// The supplier's `sonm-worker` process: spot plans at [`PRICE`], restartable on the same
+/// configuration and state.
+#[derive(Debug)]
+pub struct Worker {
+    pub config: PathBuf,
+    pub listen: String,
+    pub address: Address,
+    pub process: Daemon,
+}
+
+impl Worker {
+    /// Writes the worker's configuration (billing every `billing_interval` seconds) and starts
+    /// it; returns once it logs that it is serving.
+    pub fn start(net: &Net, billing_interval: u64) -> Self {
+        Self::start_with(
+            net,
+            WorkerOpts {
+                billing_interval,
+                ..WorkerOpts::default()
+            },
+        )
+    }
+
+    /// Like [`Worker::start`], configured by `opts`.
+    pub fn start_with(net: &Net, opts: WorkerOpts) -> Self {
+        let WorkerOpts {
+            billing_interval,
+            poll_interval_ms,
+            plans,
+        } = opts;
+        let plans: String = (0..plans)
+            .map(|i| {
+                format!(
+                    "\n[[plans]]\nname = \"one-core-{i}\"\ncpu_cores = 1\nram = \"128MiB\"\n\
+                     storage = \"100MB\"\nprice = {PRICE}\nduration = 0\nnetflags = \"outbound\"\n"
+                )
+            })
+            .collect();
+        let key_file = net.path("worker.key");
+        std::fs::write(&key_file, SUPPLIER_KEY).unwrap();
+        let listen = format!("127.0.0.1:{}", free_udp_port());
+        let config = net.path("worker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"state_dir = "{state}"
+key_file = "{key}"
+rpc_url = "{rpc}"
+addresses = "{addresses}"
+listen = "{listen}"
+netflags = "outbound"
+poll_interval_ms = {poll_interval_ms}
+max_task_wall_time_ms = 600000
+
+[benchmarks]
+wasm_score_module = "{score}"
+wasm_score_rounds = 20
+cpu_ms = 20
+
+[billing]
+interval = {billing_interval}
+{plans}"#,
+                state = net.path("worker").display(),
+                key = key_file.display(),
+                rpc = net.rpc(),
+                addresses = net.addresses_path.display(),
+                score = example_job("wasm-score.wasm").display(),
+            ),
+        )
+        .unwrap();
+        let mut w = Self {
+            process: Daemon::spawn(
+                &bin("sonm-worker"),
+                &["--config", config.to_str().unwrap(), "run"],
+                &net.path("worker.log"),
+            ),
+            config,
+            listen,
+            address: address_of(SUPPLIER_KEY),
+        };
+        w.wait_running(1);
+        w
+    }
+
+    /// Starts the worker again on the same configuration and state (after [`Daemon::kill9`]).
+    pub fn restart(&mut self) {
+        let runs = self.process.log_text().matches("worker running").count();
+        self.process = Daemon::spawn(
+            &bin("sonm-worker"),
+            &["--config", self.config.to_str().unwrap(), "run"],
+            &self.process.log.clone(),
+        );
+        self.wait_running(runs + 1);
+    }
+
+    fn wait_running(&mut self, runs: usize) {
+        let log = self.process.log.clone();
+        wait_for(
+            "the worker serving",
+            Duration::from_secs(60),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            || {
+                assert!(
+                    self.process.alive(),
+                    "the worker exited; log:\n{}",
+                    self.process.log_text()
+                );
+                (self.process.log_text().matches("worker running").count() >= runs).then_some(())
+            },
+        );
+    }
+}
+
+/// The DWH indexing the chain (0 confirmations, as in local-network.sh).
+#[derive(Debug)]
+pub struct Dwh {
+    pub url: String,
+    pub process: Daemon,
+}
+
+impl Dwh {
+    pub fn start(net: &Net) -> Self {
+        let listen = format!("127.0.0.1:{}", free_tcp_port());
+        let config = net.path("dwh.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "endpoints = [\"{rpc}\"]\naddresses = \"{addresses}\"\nlisten = \"{listen}\"\n\
+                 data_dir = \"{data}\"\nconfirmations = 0\npoll_interval_ms = 100\nmap_size_mib = 256\n",
+                rpc = net.rpc(),
+                addresses = net.addresses_path.display(),
+                data = net.path("dwh").display(),
+            ),
+        )
+        .unwrap();
+        let process = Daemon::spawn(
+            &bin("sonm-dwh"),
+            &["--config", config.to_str().unwrap()],
+            &net.path("dwh.log"),
+        );
+        let dwh = Self {
+            url: format!("http://{listen}"),
+            process,
+        };
+        let status = format!("{}/v1/status", dwh.url);
+        wait_for(
+            "the DWH indexing",
+            Duration::from_secs(60),
+            || dwh.process.log_text(),
+            || http_get(&status).filter(|v| v["number"].is_u64()),
+        );
+        dwh
+    }
+}
+
+/// GET `url` as JSON; `None` unless 200.
+pub fn http_get(url: &str) -> Option<Value> {
+    let mut r = ureq::get(url).call().ok()?;
+    r.body_mut().read_json().ok()
+}
+
+/// The customer's `sonm-node` process, its key imported into a keystore by `sonm-node keygen`.
+#[derive(Debug)]
+pub struct Node {
+    pub url: String,
+    pub address: Address,
+    pub process: Daemon,
+}
+
+impl Node {
+    /// Starts the node for `key`, knowing `worker`'s address; searching through `dwh` if given.
+    pub fn start(net: &Net, key: &str, worker: &Worker, dwh: Option<&Dwh>) -> Self {
+        Self::start_with_rpc(net, key, worker, dwh, &net.rpc())
+    }
+
+    /// Like [`Node::start`], with the node's chain endpoint `rpc` (a proxy in front of anvil).
+    pub fn start_with_rpc(
+        net: &Net,
+        key: &str,
+        worker: &Worker,
+        dwh: Option<&Dwh>,
+        rpc: &str,
+    ) -> Self {
+        let d = net.dir.path();
+        std::fs::write(d.join("node.password"), "e2e password\n").unwrap();
+        std::fs::write(d.join("consumer.key"), key).unwrap();
+        let out = Command::new(bin("sonm-node"))
+            .args(["keygen", "--keystore"])
+            .arg(d.join("node-key.json"))
+            .arg("--password-file")
+            .arg(d.join("node.password"))
+            .arg("--import-hex-file")
+            .arg(d.join("consumer.key"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sonm-node keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_file(d.join("consumer.key")).unwrap();
+        let port = free_tcp_port();
+        let dwh_line = dwh
+            .map(|w| format!("dwh_url = \"{}\"\n", w.url))
+            .unwrap_or_default();
+        let config = d.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"keystore = "{keystore}"
+password_file = "{password}"
+rpc_url = "{rpc}"
+addresses = "{addresses}"
+listen = "127.0.0.1:{port}"
+quic_bind = "127.0.0.1:0"
+{dwh_line}
+[workers]
+"{supplier}" = "{listen}"
+"#,
+                keystore = d.join("node-key.json").display(),
+                password = d.join("node.password").display(),
+                addresses = net.addresses_path.display(),
+                supplier = worker.address,
+                listen = worker.listen,
+            ),
+        )
+        .unwrap();
+        let node = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            address: address_of(key),
+            process: Daemon::spawn(
+                &bin("sonm-node"),
+                &["--config", config.to_str().unwrap()],
+                &net.path("node.log"),
+            ),
+        };
+        wait_for(
+            "the node's API",
+            Duration::from_secs(60),
+            || node.process.log_text(),
+            || node.sonm(&["balance"]).ok(),
+        );
+        node
+    }
+
+    /// `sonm --node URL --json ARGS...`: the JSON on success, stderr on failure.
+    pub fn sonm(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(bin("sonm"))
+            .arg("--node")
+            .arg(&self.url)
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("sonm {args:?}: not JSON ({e})"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Like [`Node::sonm`], requiring success.
+    pub fn sonm_ok(&self, args: &[&str]) -> Value {
+        self.sonm(args).unwrap_or_else(|e| {
+            panic!(
+                "sonm {args:?} failed: {e}\nnode log:\n{}",
+                self.process.log_text()
+            )
+        })
+    }
+
+    /// Waits for the worker's ask on the market; returns its id.
+    pub fn find_ask(&self) -> u64 {
+        wait_for(
+            "the worker's ask on the market",
+            Duration::from_secs(60),
+            || self.process.log_text(),
+            || {
+                let v = self.sonm_ok(&["market", "asks", "--benchmarks", "cpu-cores=1"]);
+                v["orders"][0]["id"].as_u64()
+            },
+        )
+    }
+
+    /// Quick-buys ask `ask` as a spot deal; returns the deal id.
+    pub fn buy(&self, ask: u64) -> u64 {
+        let deal = self.sonm_ok(&["deal", "buy", &ask.to_string(), "--duration", "0"]);
+        assert_eq!(deal["status"], "active", "{deal}");
+        deal["id"].as_u64().unwrap()
+    }
+
+    /// Starts the job of `spec` (a job spec file) on `deal`; returns the task id.
+    pub fn start_task(&self, deal: u64, spec: &Path) -> u64 {
+        let v = self.sonm_ok(&["task", "start", &deal.to_string(), spec.to_str().unwrap()]);
+        v["task"].as_u64().unwrap()
+    }
+
+    /// The task's status as the node reports it (the JSON of `sonm task status`).
+    pub fn task_status(&self, deal: u64, task: u64) -> Result<Value, String> {
+        self.sonm(&["task", "status", &deal.to_string(), &task.to_string()])
+    }
+}
+
+/// Writes a job spec running `module` with `wall_time_ms`; returns its path.
+pub fn job_spec(dir: &Path, name: &str, module: &Path, wall_time_ms: u64) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[module]\npath = \"{}\"\n\n[limits]\nmemory_bytes = 33554432\nwall_time_ms = {wall_time_ms}\n",
+            module.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A WASM module (WAT text: the runtime compiles it) that spins until it is stopped.
+pub fn spinning_module(dir: &Path) -> PathBuf {
+    let path = dir.join("spin.wat");
+    std::fs::write(
+        &path,
+        "(module (memory (export \"memory\") 1)\n  (func (export \"_start\") (loop $l (br $l))))\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Every log of the network's daemons, for failure messages.
+pub fn logs(net: &Net) -> String {
+    ["worker.log", "node.log", "dwh.log"]
+        .iter()
+        .map(|f| {
+            format!(
+                "--- {f}\n{}",
+                std::fs::read_to_string(net.path(f)).unwrap_or_default()
+            )
+        })
+        .collect()
+}
