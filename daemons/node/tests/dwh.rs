@@ -9,9 +9,9 @@
 //! Needs `contracts/scripts/install-tools.sh` (anvil) and the `sonm-dwh` binary:
 //! `cargo build --bins` first (scripts/test.sh does).
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,49 +27,12 @@ use sonm_worker::billing::BillingPolicy;
 use sonm_worker::config::PlanConfig;
 use sonm_worker::{Config as WorkerConfig, Worker};
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    smol::block_on(async_compat::Compat::new(f))
-}
+mod common;
+use common::{Process, block_on, free_tcp_port, free_udp_port, node_bin, other_bin};
 
-/// A child process, killed and reaped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn node_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sonm-node")
-}
-
-/// `sonm-dwh`, another package's binary: built by `cargo build --bins`.
+/// `sonm-dwh`.
 fn dwh_bin() -> PathBuf {
-    let path = Path::new(node_bin()).with_file_name("sonm-dwh");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build --bins -p sonm-dwh`; scripts/test.sh builds every binary)",
-        path.display()
-    );
-    path
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    other_bin("sonm-dwh")
 }
 
 fn agent() -> ureq::Agent {

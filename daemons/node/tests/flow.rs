@@ -8,9 +8,9 @@
 //! Needs `contracts/scripts/install-tools.sh` (anvil), `wasm-runtime/jobs/build.sh` (the
 //! sha256 job), and the `sonm` binary: `cargo build --bins` first (scripts/test.sh does).
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,6 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
 use sonm_contracts::{DeployConfig, Market, SNM, chain_order, deploy, market_order};
@@ -28,56 +27,12 @@ use sonm_worker::billing::BillingPolicy;
 use sonm_worker::config::PlanConfig;
 use sonm_worker::{Config as WorkerConfig, Worker};
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    smol::block_on(async_compat::Compat::new(f))
-}
+mod common;
+use common::{Process, block_on, free_tcp_port, free_udp_port, node_bin, other_bin, sha256_hex};
 
-/// A child process, killed and reaped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn node_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sonm-node")
-}
-
-/// The `sonm` CLI, built beside `sonm-node` when both packages are tested together.
+/// The `sonm` CLI.
 fn sonm_bin() -> PathBuf {
-    let path = Path::new(node_bin()).with_file_name("sonm");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build --bins`; scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    other_bin("sonm")
 }
 
 /// Runs `sonm --node URL ARGS...`.

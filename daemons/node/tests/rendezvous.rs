@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
-use sha2::{Digest, Sha256};
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{DeployConfig, deploy};
@@ -31,19 +30,11 @@ use sonm_worker::config::PlanConfig;
 use sonm_worker::proto::{Exit, File, StartWasm, TaskLimits, TaskStatus};
 use sonm_worker::{Config as WorkerConfig, Worker};
 
+mod common;
+use common::{block_on, sha256_hex};
+
 /// Every wait in this test is bounded by this.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    smol::block_on(async_compat::Compat::new(f))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Polls `f` until it returns `Some`, at most [`LIMIT`].
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
