@@ -6,7 +6,6 @@
 //! Routing and parsing are in [`Api::handle`], free of sockets, so tests can call it
 //! directly as well as over HTTP.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,8 @@ use sonm_market::{Benchmarks, DealStatus, IdentityLevel, NetFlags, OrderType};
 
 use crate::follower::{Metrics, SharedBook};
 use crate::index::OrderStatus;
+use sonm_http_query::Params;
+
 use crate::query::{self, OrderQuery, QueryError};
 use crate::storage::{Role, Storage};
 
@@ -62,71 +63,6 @@ pub struct Api<'s, 'e> {
 
 fn bad(message: impl Into<String>) -> QueryError {
     QueryError::BadRequest(message.into())
-}
-
-/// Decodes `%XX` and `+` in a query string component.
-fn percent_decode(s: &str) -> Result<String, QueryError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| bad("malformed %-escape in the query string"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad("the query string is not UTF-8"))
-}
-
-struct Params(HashMap<String, String>);
-
-impl Params {
-    fn parse(query: &str) -> Result<Params, QueryError> {
-        let mut map = HashMap::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = percent_decode(k)?;
-            if map.insert(k.clone(), percent_decode(v)?).is_some() {
-                return Err(bad(format!("parameter {k} given twice")));
-            }
-        }
-        Ok(Params(map))
-    }
-
-    fn take<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, QueryError> {
-        match self.0.remove(name) {
-            None => Ok(None),
-            Some(v) => parse(&v)
-                .map(Some)
-                .map_err(|e| bad(format!("bad {name} {v:?}: {e}"))),
-        }
-    }
-
-    fn finish(self) -> Result<(), QueryError> {
-        match self.0.keys().next() {
-            Some(k) => Err(bad(format!("unknown parameter {k}"))),
-            None => Ok(()),
-        }
-    }
 }
 
 fn parse_from_str<T: FromStr>(v: &str) -> Result<T, String>

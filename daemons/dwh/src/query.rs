@@ -26,6 +26,12 @@ pub const MAX_LIMIT: usize = 1000;
 /// with a cursor to continue.
 pub const MAX_SCAN: usize = 200_000;
 
+impl From<sonm_http_query::BadQuery> for QueryError {
+    fn from(e: sonm_http_query::BadQuery) -> Self {
+        QueryError::BadRequest(e.0)
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum QueryError {
     #[error("{0}")]

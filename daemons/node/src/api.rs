@@ -7,7 +7,6 @@
 //! document is served at [`OPENAPI_PATH`] and lists exactly [`ROUTES`] (a test holds them
 //! together).
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use sonm_market::{Address, Benchmarks, DealId, MAX_PRICE, NetFlags, Order};
 use sonm_wasm_runtime::{JobSpec, ModuleSource};
 use sonm_worker::proto::{Exit, File, StartWasm, TaskLimits, TaskResult, TaskStatus};
+
+use sonm_http_query::Params;
 
 use crate::error::ApiError;
 use crate::market::AskQuery;
@@ -241,74 +242,8 @@ fn status_json(deal: DealId, task: u64, s: &TaskStatus) -> serde_json::Value {
     serde_json::json!({ "deal": deal, "task": task, "status": state, "exit": exit, "error": error })
 }
 
-/// Decodes `%XX` and `+` in a query string component.
-fn percent_decode(s: &str) -> Result<String, ApiError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let v = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| bad("malformed %-escape in the query string"))?;
-                out.push(v);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad("the query string is not UTF-8"))
-}
-
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
-}
-
-/// Query parameters; each may appear once and every one must be used.
-struct Params(HashMap<String, String>);
-
-impl Params {
-    fn parse(query: &str) -> Result<Params, ApiError> {
-        let mut map = HashMap::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = percent_decode(k)?;
-            if map.insert(k.clone(), percent_decode(v)?).is_some() {
-                return Err(bad(format!("parameter {k} given twice")));
-            }
-        }
-        Ok(Params(map))
-    }
-
-    fn take<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ApiError> {
-        match self.0.remove(name) {
-            None => Ok(None),
-            Some(v) => parse(&v)
-                .map(Some)
-                .map_err(|e| bad(format!("bad {name} {v:?}: {e}"))),
-        }
-    }
-
-    fn finish(self) -> Result<(), ApiError> {
-        match self.0.keys().next() {
-            Some(k) => Err(bad(format!("unknown parameter {k}"))),
-            None => Ok(()),
-        }
-    }
 }
 
 fn from_str<T: std::str::FromStr>(v: &str) -> Result<T, String>

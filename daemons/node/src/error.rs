@@ -8,6 +8,12 @@ use sonm_worker::proto::TaskError;
 use crate::chain::ChainError;
 use crate::market::MarketError;
 
+impl From<sonm_http_query::BadQuery> for ApiError {
+    fn from(e: sonm_http_query::BadQuery) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
