@@ -7,7 +7,7 @@
 #
 # Options: --profile release|debug (default release), --no-build (use the binaries already in
 # target/<profile>), --out DIR (default target/debian), --only PACKAGE (repeatable: just these,
-# e.g. --only sonm-rendezvous). Needs dpkg-dev (dpkg-shlibdeps), binutils (strip) and
+# e.g. --only sonm-rendezvous). Needs dpkg-dev (dpkg-shlibdeps), binutils (strip), help2man and
 # dpkg-deb >= 1.19 (--root-owner-group: root-owned files without fakeroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,6 +103,11 @@ for p in "${PACKAGES[@]}"; do
   # What dh_strip does: debug info does not ship (release keeps line tables for backtraces).
   strip --strip-unneeded -o "$stage/usr/bin/$bin" "$binary"
   chmod 0755 "$stage/usr/bin/$bin"
+  # The manual page, from the binary's own --help (help2man): one source of truth for options.
+  install -d -m 0755 "$stage/usr/share/man/man1"
+  help2man --no-info --section 1 --name "$(synopsis "$pkg")" --version-string "$version" \
+    "$stage/usr/bin/$bin" | gzip -9n >"$stage/usr/share/man/man1/$bin.1.gz"
+  chmod 0644 "$stage/usr/share/man/man1/$bin.1.gz"
 
   # Documentation: the crate's README, copyright, a changelog.
   install -m 0644 "$dir/README.md" "$stage/usr/share/doc/$pkg/README.md"

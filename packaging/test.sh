@@ -33,6 +33,7 @@ command -v strip >/dev/null || need+=(binutils)
 command -v useradd >/dev/null || need+=(passwd)
 command -v python3 >/dev/null || need+=(python3)
 command -v strace >/dev/null || need+=(strace)
+command -v help2man >/dev/null || need+=(help2man)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq
@@ -84,6 +85,7 @@ for deb in "${debs[@]}"; do
   check_entry "$deb" "-rwxr-xr-x root/root" "usr/bin/$bin"
   check_entry "$deb" "-rw-r--r-- root/root" "usr/share/doc/$pkg/copyright"
   check_entry "$deb" "-rw-r--r-- root/root" "usr/share/doc/$pkg/changelog.gz"
+  check_entry "$deb" "-rw-r--r-- root/root" "usr/share/man/man1/$bin.1.gz"
   if [ "$pkg" != sonm-cli ]; then
     name=${pkg#sonm-}
     grep -q adduser <<<"$depends" || fail "$pkg: Depends lacks adduser"

@@ -39,5 +39,8 @@ cargo build --workspace --bins --locked
 step "packaging: systemd units and .debs (built from the debug binaries above)"
 packaging/test.sh
 
+step "packaging: the packages under a real systemd (PID 1 of its own namespaces)"
+packaging/systemd-test.sh
+
 step "cargo test (workspace)"
 cargo test --workspace --locked
