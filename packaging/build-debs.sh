@@ -136,6 +136,9 @@ for p in "${PACKAGES[@]}"; do
     extra="The package creates the system user $pkg and, if absent, /etc/sonm/$name.toml, and installs the systemd unit $pkg.service without enabling it."
   fi
   if [ "$pkg" = sonm-worker ]; then
+    # The containers drop-in, not active: a supplier who opts into containers copies it to
+    # /etc/systemd/system/sonm-worker.service.d/ (see its comments).
+    install -m 0644 systemd/sonm-worker.service.d/containers.conf "$stage/usr/share/$pkg/containers.conf"
     # The wasm-score benchmark job (wasm-runtime/jobs/build.sh builds it).
     if [ -f wasm-runtime/jobs/build/wasm-score.wasm ]; then
       install -d -m 0755 "$stage/usr/share/sonm"

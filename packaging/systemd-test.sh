@@ -58,7 +58,8 @@ work=$(mktemp -d)
 PID1=
 cleanup() {
   # Killing PID 1 of the namespace kills everything in it; the overlay goes with the mount
-  # namespace. anvil runs in the namespace's network only, so it goes too.
+  # namespace. anvil is a host process in the namespace's network only: killed by itself.
+  if [ -n "${anvil_pid:-}" ]; then kill "$anvil_pid" 2>/dev/null || true; fi
   if [ -n "$PID1" ]; then kill -9 "$PID1" 2>/dev/null || true; fi
   [ -z "${unshare_pid:-}" ] || wait "$unshare_pid" 2>/dev/null || true
   rm -rf "$work"
@@ -147,7 +148,10 @@ echo "installed; users created; nothing enabled or started"
 
 step "a chain in the system's network: anvil, contracts, keys where the defaults expect them"
 port=8545
-in_net "$ANVIL" --port "$port" --block-time 1 --silent >"$work/anvil.log" 2>&1 &
+# (nsenter itself, not the in_net function: a function in the background is a subshell,
+# and nsenter execs anvil, so $! is anvil's pid.)
+nsenter -t "$PID1" --net -- "$ANVIL" --port "$port" --block-time 1 --silent >"$work/anvil.log" 2>&1 &
+anvil_pid=$!
 for _ in $(seq 100); do in_net bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && break; sleep 0.1; done
 R=/proc/$PID1/root
 # anvil's well-known dev keys (deployer, supplier, consumer): for this local chain only.

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: a C toolchain for -sys crates, node + npm for the EVM tools,
-# jq for the main-job script, iproute2 + iptables for the rendezvous tests' simulated NATs (network namespaces).
-packages=(build-essential pkg-config nodejs npm iproute2 iptables jq)
+# jq for the main-job script, iproute2 + iptables for the rendezvous tests' simulated NATs (network namespaces),
+# runc + busybox-static for the worker's container tests (runc, not crun: crun fails on hybrid cgroups).
+packages=(build-essential pkg-config nodejs npm iproute2 iptables jq runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,10 @@
 #      the rendezvous, by a hole-punched direct path or the relay), fetches the result with
 #      the worker's signed usage receipt (verified), and closes the deal;
 #   4. balances before and after, and the deal as the DWH indexed it.
+# Run as root (with iproute2 and iptables), the worker sits in a network namespace behind a
+# simulated NAT, so that the node can reach it only through the rendezvous server; otherwise
+# (or with SONM_NAT=none) every party is on 127.0.0.1. SONM_NAT=symmetric makes the NAT one
+# that defeats hole punching, so the relay carries the job.
 # The network stays up for you to explore with the CLI until Ctrl-C (or pass --once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +26,19 @@ RPC="http://127.0.0.1:$PORT"
 WORKER_LISTEN=127.0.0.1:${SONM_WORKER_PORT:-15010}
 NODE_LISTEN=127.0.0.1:${SONM_NODE_PORT:-15030}
 DWH_LISTEN=127.0.0.1:${SONM_DWH_PORT:-8090}
-RV_LISTEN=127.0.0.1:${SONM_RENDEZVOUS_PORT:-7666}
+RV_PORT=${SONM_RENDEZVOUS_PORT:-7666}
+NAT=${SONM_NAT:-port-restricted}   # port-restricted (MASQUERADE), symmetric, or none
+# The simulated NAT (root only): the host's end of a veth pair to a router namespace, which
+# masquerades a worker namespace's LAN behind its own address. Subnets apart from those of the
+# tests (10.200/15 for sonm-rendezvous's NAT tests, 10.212/16 for sonm-e2e's).
+NAT_ROUTER=sonm-nat-router
+NAT_WORKER=sonm-nat-worker
+NAT_HOST_IF=sonm-nat0
+NAT_HOST_IP=10.213.0.1
+NAT_ROUTER_IP=10.213.0.2
+NAT_WORKER_IP=10.213.1.2
+[[ "$NAT" =~ ^(port-restricted|symmetric|none)$ ]] ||
+  { echo "SONM_NAT=$NAT: expected port-restricted, symmetric or none" >&2; exit 2; }
 DWH="http://$DWH_LISTEN"
 export SONM_NODE="http://$NODE_LISTEN"
 STATE="$ROOT/.local/network"
@@ -48,6 +64,63 @@ dwh() {
     process.stdout.write(t); }).catch(e => { console.error(String(e)); process.exit(1); });' "$DWH$1"
 }
 
+# Whether the worker can go behind a simulated NAT here; says why not when it cannot.
+nat_unavailable() {
+  [[ "$NAT" == none ]] && { echo "SONM_NAT=none"; return 0; }
+  ((EUID == 0)) || { echo "not running as root"; return 0; }
+  command -v iptables >/dev/null || { echo "iptables is not installed"; return 0; }
+  ip netns add "sonm-nat-probe$$" 2>/dev/null || { echo "network namespaces cannot be made here"; return 0; }
+  ip netns del "sonm-nat-probe$$"
+  return 1
+}
+nat_down() {
+  # Deleting the namespaces takes their veth pairs (and the route through them) and the
+  # router's iptables rules with them.
+  ip netns del "$NAT_WORKER" 2>/dev/null || true
+  ip netns del "$NAT_ROUTER" 2>/dev/null || true
+}
+nat_up() {
+  local ns
+  for ns in "$NAT_ROUTER" "$NAT_WORKER"; do
+    if [[ -e "/run/netns/$ns" ]]; then
+      # Left over from a run that was killed -9: remove it unless something still runs there.
+      [[ -z "$(ip netns pids "$ns")" ]] ||
+        { echo "namespace $ns is in use (a network already running?)" >&2; exit 1; }
+      ip netns del "$ns"
+    fi
+  done
+  NAT_CREATED=1   # from here on, cleanup deletes what was made
+  ip netns add "$NAT_ROUTER"
+  ip netns add "$NAT_WORKER"
+  ip -n "$NAT_ROUTER" link set lo up
+  ip -n "$NAT_WORKER" link set lo up
+  ip link add "$NAT_HOST_IF" type veth peer name wan netns "$NAT_ROUTER"
+  ip addr add "$NAT_HOST_IP/24" dev "$NAT_HOST_IF"
+  ip link set "$NAT_HOST_IF" up
+  ip -n "$NAT_ROUTER" addr add "$NAT_ROUTER_IP/24" dev wan
+  ip -n "$NAT_ROUTER" link set wan up
+  ip -n "$NAT_ROUTER" link add lan type veth peer name eth0 netns "$NAT_WORKER"
+  ip -n "$NAT_ROUTER" addr add 10.213.1.1/24 dev lan
+  ip -n "$NAT_ROUTER" link set lan up
+  ip -n "$NAT_WORKER" addr add "$NAT_WORKER_IP/24" dev eth0
+  ip -n "$NAT_WORKER" link set eth0 up
+  ip -n "$NAT_WORKER" route add default via 10.213.1.1
+  # The worker's private address is routed to its router (not out of this machine), which
+  # drops what the worker did not ask for, as a home router does.
+  ip route add 10.213.1.0/24 via "$NAT_ROUTER_IP" dev "$NAT_HOST_IF"
+  ip netns exec "$NAT_ROUTER" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$NAT_ROUTER" iptables -A INPUT -i wan -p udp -j DROP
+  ip netns exec "$NAT_ROUTER" iptables -A FORWARD -i wan -m conntrack --ctstate NEW -j DROP
+  if [[ "$NAT" == symmetric ]]; then
+    # A fresh port per destination: the mapping the server sees is not the one the node
+    # would punch towards.
+    ip netns exec "$NAT_ROUTER" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random
+  else
+    # Ports kept, replies only from where the worker sent: what most home routers do.
+    ip netns exec "$NAT_ROUTER" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+  fi
+}
+
 say "Preparing (installs what is missing and builds; the first run takes several minutes)"
 scripts/install-deps.sh
 wasm-runtime/jobs/build.sh >/dev/null
@@ -58,15 +131,29 @@ for p in "$PORT" "${NODE_LISTEN#*:}" "${DWH_LISTEN#*:}"; do
 done
 rm -rf "$STATE" && mkdir -p "$STATE"
 PIDS=()
+NAT_CREATED=0
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  ((NAT_CREATED)) && nat_down
+  return 0
 }
 trap cleanup EXIT
 trap 'echo; echo "stopping the network"; exit 0' INT TERM
+if WHY_NO_NAT=$(nat_unavailable); then
+  NAT=none
+  HOST_IP=127.0.0.1
+else
+  nat_up
+  HOST_IP=$NAT_HOST_IP   # where the worker reaches the chain and the rendezvous
+fi
+RV_LISTEN=$HOST_IP:$RV_PORT
 
 say "1. A local chain with the SONM contracts"
-"$ANVIL" --port "$PORT" --block-time 1 --silent >"$STATE/anvil.log" 2>&1 &
+# Behind the NAT the worker reaches the chain at the host's end of the veth pair.
+ANVIL_HOSTS=(--host 127.0.0.1)
+[[ "$NAT" == none ]] || ANVIL_HOSTS+=(--host "$HOST_IP")
+"$ANVIL" "${ANVIL_HOSTS[@]}" --port "$PORT" --block-time 1 --silent >"$STATE/anvil.log" 2>&1 &
 PIDS+=($!)
 wait_port "$PORT"
 t=$(ms)
@@ -102,7 +189,7 @@ say "2. sonm-rendezvous, and the supplier's sonm-worker selling a slice of this 
 # (hole punching), or relayed. Its key is created at first start; clients pin its address.
 cat >"$STATE/rendezvous.toml" <<TOML
 listen = "$RV_LISTEN"
-relay_ip = "127.0.0.1"
+relay_ip = "$HOST_IP"
 key_file = "$STATE/rendezvous.key"
 TOML
 t=$(ms)
@@ -111,12 +198,23 @@ PIDS+=($!)
 for _ in $(seq 100); do grep -q "serving" "$STATE/rendezvous.log" 2>/dev/null && break; sleep 0.1; done
 RV_ADDRESS=$(grep -m1 "serving" "$STATE/rendezvous.log" | grep -oE 'address=0x[0-9a-fA-F]{40}' | cut -d= -f2 || true)
 [[ -n "$RV_ADDRESS" ]] || { echo "sonm-rendezvous did not start:" >&2; cat "$STATE/rendezvous.log" >&2; exit 1; }
-echo "sonm-rendezvous $RV_ADDRESS on $RV_LISTEN (QUIC, relay on 127.0.0.1) after $(since "$t")"
+echo "sonm-rendezvous $RV_ADDRESS on $RV_LISTEN (QUIC, relay on $HOST_IP) after $(since "$t")"
+if [[ "$NAT" == none ]]; then
+  WORKER_RPC=$RPC
+  echo "no simulated NAT ($WHY_NO_NAT): the worker runs on 127.0.0.1 like everything else"
+else
+  # The worker's own namespace: its listen address is private, its traffic leaves through
+  # the router's NAT, and nothing reaches it unless it sent there first.
+  WORKER_LISTEN=$NAT_WORKER_IP:${SONM_WORKER_PORT:-15010}
+  WORKER_RPC="http://$HOST_IP:$PORT"
+  echo "the worker's box: network namespace $NAT_WORKER at $NAT_WORKER_IP, behind a $NAT NAT" \
+    "(router namespace $NAT_ROUTER, masquerading as $NAT_ROUTER_IP); no route from here to it"
+fi
 echo "$SUPPLIER_KEY" >"$STATE/worker.key"
 cat >"$STATE/worker.toml" <<TOML
 state_dir = "$STATE/worker"
 key_file = "$STATE/worker.key"
-rpc_url = "$RPC"
+rpc_url = "$WORKER_RPC"
 addresses = "$STATE/addresses.toml"
 listen = "$WORKER_LISTEN"
 netflags = "outbound"
@@ -137,7 +235,10 @@ duration = 0               # spot
 netflags = "outbound"
 TOML
 t=$(ms)
-"$BIN/sonm-worker" --config "$STATE/worker.toml" run 2>"$STATE/worker.log" &
+WORKER_CMD=("$BIN/sonm-worker" --config "$STATE/worker.toml" run)
+# `ip netns exec` execs the worker, so the PID is the worker's.
+[[ "$NAT" == none ]] || WORKER_CMD=(ip netns exec "$NAT_WORKER" "${WORKER_CMD[@]}")
+"${WORKER_CMD[@]}" 2>"$STATE/worker.log" &
 PIDS+=($!)
 # The task service is QUIC (UDP): wait for the worker to say it is serving.
 for _ in $(seq 300); do grep -q "worker running" "$STATE/worker.log" 2>/dev/null && break; sleep 0.1; done
@@ -165,6 +266,8 @@ dwh_url = "$DWH"             # market search through the DWH (without it: the ch
 rendezvous = "$RV_LISTEN"
 rendezvous_address = "$RV_ADDRESS"
 TOML
+# Behind the NAT: the node's QUIC socket on the side of this box that the worker reaches.
+[[ "$NAT" == none ]] || echo "quic_bind = \"$HOST_IP:0\"" >>"$STATE/node.toml"
 "$BIN/sonm-node" --config "$STATE/node.toml" 2>"$STATE/node.log" &
 PIDS+=($!)
 wait_port "${NODE_LISTEN#*:}" || { cat "$STATE/node.log" >&2; exit 1; }
@@ -217,8 +320,18 @@ echo "uploaded, ran and fetched (receipt verified by the node) in $(since "$t")"
 REACHED=$(grep -m1 "reached the worker through the rendezvous" "$STATE/node.log" || true)
 [[ -n "$REACHED" ]] ||
   { echo "the node did not reach the worker through the rendezvous; see $STATE/node.log" >&2; exit 1; }
-echo "the node reached the worker through the rendezvous: $(sed -E 's/.*through the rendezvous \(([a-z ]+)\).*/\1/' <<<"$REACHED")" \
-  "via $(grep -oE 'addr=[^ ]+' <<<"$REACHED" | cut -d= -f2)"
+VIA=$(grep -oE 'addr=[^ ]+' <<<"$REACHED" | cut -d= -f2)
+case "$REACHED" in
+  *"(relay)"*) HOW="relayed by sonm-rendezvous at $VIA (no direct path opened in time)" ;;
+  *) if [[ "$NAT" == none ]]; then
+       HOW="direct to $VIA (on loopback: no NAT to punch through)"
+     elif [[ "${VIA%:*}" == "$NAT_ROUTER_IP" ]]; then
+       HOW="direct, hole-punched through the worker's NAT at $VIA"
+     else
+       HOW="direct to $VIA"
+     fi ;;
+esac
+echo "the node reached the worker through the rendezvous: $HOW"
 (cd "$STATE/job/in" && find . -type f | sed 's|^\./||' | sort | xargs sha256sum) >"$STATE/job/expected"
 sort -k2 "$STATE/job/out/SHA256SUMS" >"$STATE/job/got"
 if diff -q <(sort -k2 "$STATE/job/expected") "$STATE/job/got" >/dev/null; then
@@ -267,9 +380,8 @@ say "Not there yet"
 cat <<TXT
     - the node takes the DWH's orders but still reads the match context (identity levels,
       masters, blacklists) from the chain; the DWH serves no market stats (depth, percentiles)
-    - every party here is on 127.0.0.1, so the rendezvous finds a direct path at once; the
-      worker behind a simulated NAT (network namespaces) is covered by sonm-rendezvous's NAT
-      tests, not by this script yet
+    - one simulated NAT in front of the worker, none in front of the customer (both behind
+      NATs is covered by sonm-rendezvous's NAT tests); without root, no NAT at all
     - a worker listening on 0.0.0.0 publishes only the address the server observes, not its
       LAN addresses
 TXT
@@ -286,4 +398,6 @@ cat <<TXT
     curl "$DWH/v1/orders?type=ask"   # the DWH's query API, if curl is installed ($DWH/openapi.json)
     logs: $STATE/{anvil,dwh,rendezvous,worker,node}.log
 TXT
+[[ "$NAT" == none ]] ||
+  echo "    the worker's box: ip netns exec $NAT_WORKER ip addr   (removed with the network)"
 wait "${PIDS[0]}"

@@ -26,12 +26,16 @@ pub enum CacheLookup {
     Rejected(String),
 }
 
-/// A directory of compiled modules for one engine configuration.
+/// A directory of compiled modules for one engine configuration, kept within a byte budget.
 #[derive(Debug, Clone)]
 pub struct DiskCache {
     dir: PathBuf,
     fingerprint: [u8; 32],
+    budget_bytes: u64,
 }
+
+/// What the cache's file names end with (temporary files do not).
+const ENTRY_SUFFIX: &str = ".cwasm";
 
 /// Feeds `Hash` output into sha256, so the fingerprint is stable across processes (std's
 /// `DefaultHasher` makes no such promise).
@@ -84,13 +88,59 @@ impl DiskCache {
         Ok(Self {
             dir: dir.to_owned(),
             fingerprint: engine_fingerprint(engine),
+            budget_bytes: u64::MAX,
         })
+    }
+
+    /// Keeps the directory's entries (of every engine configuration: runtimes may share it)
+    /// within `bytes`; see [`DiskCache::prune`].
+    pub fn with_byte_budget(mut self, bytes: u64) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Removes the least recently used entries until the entries' total size is within the
+    /// budget; returns how many were removed. "Used" is the file's mtime, which `store` sets and
+    /// every hit refreshes (atime is not reliable: `noatime`/`relatime` mounts).
+    pub fn prune(&self) -> std::io::Result<u64> {
+        let mut entries = Vec::new();
+        let mut total: u64 = 0;
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            if !e.file_name().to_string_lossy().ends_with(ENTRY_SUFFIX) {
+                continue;
+            }
+            // Gone meanwhile (another runtime pruned it): nothing to count.
+            let Ok(meta) = e.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            total = total.saturating_add(meta.len());
+            entries.push((meta.modified()?, e.path(), meta.len()));
+        }
+        if total <= self.budget_bytes {
+            return Ok(0);
+        }
+        entries.sort();
+        let mut removed = 0;
+        for (_, path, len) in entries {
+            if total <= self.budget_bytes {
+                break;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            total -= len;
+        }
+        Ok(removed)
     }
 
     /// The file holding `module_sha256` (hex) for this engine.
     pub fn entry_path(&self, module_sha256: &str) -> PathBuf {
         self.dir.join(format!(
-            "{module_sha256}-{}.cwasm",
+            "{module_sha256}-{}{ENTRY_SUFFIX}",
             &hex(&self.fingerprint)[..16]
         ))
     }
@@ -99,15 +149,19 @@ impl DiskCache {
         let Some(module_sha) = unhex(module_sha256) else {
             return CacheLookup::Rejected(format!("bad module hash {module_sha256:?}"));
         };
-        let bytes = match fs::read(self.entry_path(module_sha256)) {
-            Ok(b) => b,
+        let (file, bytes) = match read_entry(&self.entry_path(module_sha256)) {
+            Ok(fb) => fb,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CacheLookup::Miss,
             Err(e) => return CacheLookup::Rejected(format!("read: {e}")),
         };
         match self.check(&bytes, &module_sha) {
             Err(why) => CacheLookup::Rejected(why),
             Ok(artifact) => match deserialize(engine, artifact) {
-                Ok(m) => CacheLookup::Hit(m),
+                Ok(m) => {
+                    // Marks the entry used, for `prune`. Failing costs only LRU precision.
+                    let _ = file.set_modified(std::time::SystemTime::now());
+                    CacheLookup::Hit(m)
+                }
                 Err(e) => CacheLookup::Rejected(format!("wasmtime refused the artifact: {e}")),
             },
         }
@@ -156,6 +210,15 @@ impl DiskCache {
         tmp.1.sync_data()?;
         fs::rename(&tmp.0, path)
     }
+}
+
+/// The entry's bytes, and the open file (to mark it used without opening it again).
+fn read_entry(path: &Path) -> std::io::Result<(fs::File, Vec<u8>)> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok((f, bytes))
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {

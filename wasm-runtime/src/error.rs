@@ -26,6 +26,8 @@ pub enum TrapCause {
     StderrLimit { limit: u64 },
     #[error("output directory quota of {limit} bytes exceeded")]
     OutputQuota { limit: u64 },
+    #[error("output directory limit of {limit} created files and directories exceeded")]
+    OutputEntries { limit: u64 },
     #[error("sandbox violation: {op} of {path:?} refused")]
     SandboxViolation { op: String, path: String },
     /// A WASM trap (unreachable, out-of-bounds access, division by zero, ...).

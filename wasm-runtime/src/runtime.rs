@@ -31,8 +31,8 @@ pub enum Metering {
     /// Fuel counted in the generated code: a deterministic instruction count for billing and for
     /// verification by re-running, and a hard instruction cap. Epochs still bound wall time.
     Fuel,
-    /// Epochs only: wall time and cancellation, no instruction count (cheaper code; for trusted
-    /// benchmarks or a deployment that bills by time).
+    /// Epochs only: wall time and cancellation, no instruction count (cheaper code). The worker's
+    /// production default: deals are billed by time.
     EpochOnly,
     /// No checks in the generated code at all: the fastest code, but the runtime can neither
     /// stop an endless loop nor honour a cancel or wall-time limit in-process. Only for a job run
@@ -47,6 +47,12 @@ pub struct RuntimeConfig {
     pub metering: Metering,
     /// Directory of the on-disk compiled-module cache; `None`: memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes the disk cache may hold; past it, the least recently used entries are removed
+    /// (checked at start and after each new entry).
+    pub disk_cache_bytes: u64,
+    /// Compiled modules kept ready in memory; past it, the least recently used is dropped (a
+    /// later job for it loads it from disk or compiles it again).
+    pub memory_cache_modules: usize,
     /// Use the pooling instance allocator (pre-reserved slots; fast instantiation).
     pub pooling: bool,
     /// Pool slots: the most jobs that can be instantiated at once.
@@ -74,6 +80,8 @@ impl Default for RuntimeConfig {
         Self {
             metering: Metering::Fuel,
             cache_dir: None,
+            disk_cache_bytes: 1 << 30,
+            memory_cache_modules: 256,
             pooling: true,
             max_concurrent_jobs: 128,
             max_memory_bytes: 1 << 30,
@@ -106,6 +114,10 @@ pub struct RuntimeStats {
     pub disk_hits: u64,
     pub disk_rejected: u64,
     pub jobs: u64,
+    /// Modules dropped from the memory cache for room.
+    pub memory_evicted: u64,
+    /// Entries removed from the disk cache for room (by this runtime).
+    pub disk_evicted: u64,
 }
 
 /// Stops a job from outside, from any thread, at any time (within one epoch tick).
@@ -151,16 +163,33 @@ struct Prepared {
     pre: InstancePre<JobState>,
 }
 
+/// An entry of the memory cache, with the cache generation of its last use.
+///
+/// Hand-written LRU rather than the `lru` crate (already in the tree): its `get` needs `&mut`,
+/// which would turn the per-job read lock into an exclusive one. Here a hit of the most recently
+/// used module only reads; any other hit or insertion takes the next generation; an insertion
+/// into a full cache scans for the oldest generation, which is cheap next to the compile or
+/// disk load that preceded it.
+struct MemEntry {
+    prepared: Arc<Prepared>,
+    last_used: AtomicU64,
+}
+
 struct Inner {
     config: RuntimeConfig,
     engine: Engine,
     linker: Linker<JobState>,
-    modules: RwLock<HashMap<String, Arc<Prepared>>>,
+    modules: RwLock<HashMap<String, MemEntry>>,
+    /// Memory-cache clock: advanced at each insertion and at each hit of a module that was not
+    /// the most recently used.
+    generation: AtomicU64,
     disk: Option<DiskCache>,
     compiled: AtomicU64,
     disk_hits: AtomicU64,
     disk_rejected: AtomicU64,
     jobs: AtomicU64,
+    memory_evicted: AtomicU64,
+    disk_evicted: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
     /// Jobs between instantiation and the end of `_start`; the ticker sleeps while it is 0.
     running: Arc<AtomicUsize>,
@@ -257,13 +286,20 @@ impl Runtime {
         add_guards(&mut linker).map_err(engine_err)?;
         linker.allow_shadowing(false);
 
+        let mut disk_evicted = 0;
         let disk = match &config.cache_dir {
-            Some(dir) => Some(
-                DiskCache::open(dir, &engine).map_err(|source| JobError::Io {
+            Some(dir) => {
+                let io = |source| JobError::Io {
                     what: format!("opening module cache {}", dir.display()),
                     source,
-                })?,
-            ),
+                };
+                let d = DiskCache::open(dir, &engine)
+                    .map_err(io)?
+                    .with_byte_budget(config.disk_cache_bytes);
+                // The budget may have shrunk since the last start.
+                disk_evicted = d.prune().map_err(io)?;
+                Some(d)
+            }
             None => None,
         };
 
@@ -311,11 +347,14 @@ impl Runtime {
                 engine,
                 linker,
                 modules: RwLock::default(),
+                generation: AtomicU64::new(0),
                 disk,
                 compiled: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
                 disk_rejected: AtomicU64::new(0),
                 jobs: AtomicU64::new(0),
+                memory_evicted: AtomicU64::new(0),
+                disk_evicted: AtomicU64::new(disk_evicted),
                 ticker_stop,
                 running,
                 ticker: Some(ticker),
@@ -338,6 +377,8 @@ impl Runtime {
             disk_hits: i.disk_hits.load(Ordering::Relaxed),
             disk_rejected: i.disk_rejected.load(Ordering::Relaxed),
             jobs: i.jobs.load(Ordering::Relaxed),
+            memory_evicted: i.memory_evicted.load(Ordering::Relaxed),
+            disk_evicted: i.disk_evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -362,12 +403,19 @@ impl Runtime {
     }
 
     fn cached(&self, sha: &str) -> Option<Arc<Prepared>> {
-        self.inner
+        let modules = self
+            .inner
             .modules
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(sha)
-            .cloned()
+            .unwrap_or_else(PoisonError::into_inner);
+        let e = modules.get(sha)?;
+        // Already the most recently used: nothing to write, so a stream of jobs of one module
+        // shares no written cache line. Otherwise it becomes the newest generation.
+        if e.last_used.load(Ordering::Relaxed) != self.inner.generation.load(Ordering::Relaxed) {
+            let now = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            e.last_used.store(now, Ordering::Relaxed);
+        }
+        Some(e.prepared.clone())
     }
 
     fn prepare(&self, source: &ModuleSource) -> Result<Arc<Prepared>, JobError> {
@@ -426,9 +474,12 @@ impl Runtime {
                 // Validate before caching, so the disk never holds a module we refuse to run.
                 check_command(&m)?;
                 if let Some(disk) = &self.inner.disk {
-                    // A cache that cannot be written costs speed, not correctness.
-                    if let Err(e) = disk.store(&sha, &m) {
-                        eprintln!("sonm-wasm-runtime: cannot write module cache: {e}");
+                    // A cache that cannot be written or pruned costs speed, not correctness.
+                    match disk.store(&sha, &m).and_then(|()| disk.prune()) {
+                        Ok(n) => {
+                            self.inner.disk_evicted.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => eprintln!("sonm-wasm-runtime: cannot write module cache: {e}"),
                     }
                 }
                 m
@@ -445,11 +496,30 @@ impl Runtime {
             .instantiate_pre(&module)
             .map_err(|e| JobError::Link(format!("{e:#}")))?;
         let p = Arc::new(Prepared { sha256: sha, pre });
-        self.inner
+        let mut modules = self
+            .inner
             .modules
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(p.sha256.clone(), p.clone());
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let capacity = self.inner.config.memory_cache_modules.max(1);
+        while modules.len() >= capacity && !modules.contains_key(&p.sha256) {
+            // Jobs running the evicted module keep it alive through their `Arc`.
+            let oldest = modules
+                .iter()
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            modules.remove(&oldest);
+            self.inner.memory_evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        modules.insert(
+            p.sha256.clone(),
+            MemEntry {
+                prepared: p.clone(),
+                last_used: AtomicU64::new(now),
+            },
+        );
         Ok(p)
     }
 
@@ -513,7 +583,7 @@ impl Runtime {
                 table_elements: cfg.max_table_elements as usize,
                 peak_memory: 0,
             },
-            guard: IoGuard::new(limits.output_bytes),
+            guard: IoGuard::new(limits.output_bytes, limits.output_entries),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -18,8 +18,12 @@ use crate::report::Captured;
 
 pub(crate) const WASI: &str = "wasi_snapshot_preview1";
 
-/// WASI errno values the guards answer with (witx `errno` enum).
+/// WASI errno values the guards answer with or look at (witx `errno` enum).
+const ERRNO_NOENT: i32 = 44;
 const ERRNO_NOTSUP: i32 = 58;
+/// `path_open` oflags (witx `oflags`).
+const OFLAGS_CREAT: i32 = 1;
+const OFLAGS_EXCL: i32 = 4;
 
 /// The store's data for one job.
 pub(crate) struct JobState {
@@ -73,18 +77,22 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// Accounting of bytes written to files.
+/// Accounting of bytes written to files and of entries created in the output directory.
 #[derive(Debug, Default)]
 pub(crate) struct IoGuard {
     pub(crate) output_limit: u64,
     pub(crate) output_written: u64,
+    pub(crate) entries_limit: u64,
+    pub(crate) entries_created: u64,
 }
 
 impl IoGuard {
-    pub(crate) fn new(output_limit: u64) -> Self {
+    pub(crate) fn new(output_limit: u64, entries_limit: u64) -> Self {
         Self {
             output_limit,
             output_written: 0,
+            entries_limit,
+            entries_created: 0,
         }
     }
 }
@@ -167,6 +175,24 @@ fn charge(caller: &mut Caller<'_, JobState>, upper_bound: u64) -> wasmtime::Resu
         .into());
     }
     Ok(())
+}
+
+/// Stops the job before it creates one more output entry than its limit allows.
+fn charge_entry(caller: &mut Caller<'_, JobState>) -> wasmtime::Result<()> {
+    let g = &caller.data().guard;
+    if g.entries_created >= g.entries_limit {
+        return Err(TrapCause::OutputEntries {
+            limit: g.entries_limit,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn record_entry(caller: &mut Caller<'_, JobState>, errno: i32) {
+    if errno == 0 {
+        caller.data_mut().guard.entries_created += 1;
+    }
 }
 
 fn record_written(caller: &mut Caller<'_, JobState>, errno: i32, nwritten_ptr: i32) {
@@ -305,12 +331,42 @@ pub(crate) fn add_guards(linker: &mut Linker<JobState>) -> wasmtime::Result<()> 
          inheriting: i64,
          fdflags: i32,
          fd_out: i32| {
+            // O_CREAT counts against the entry limit only when it creates something. Without
+            // O_EXCL the file may already exist: open it without O_CREAT first (one extra host
+            // call per creating open; nothing else in the job runs in between), and count only
+            // when that says it is not there.
+            let creates = oflags & OFLAGS_CREAT != 0;
+            if creates && oflags & OFLAGS_EXCL == 0 {
+                let errno = delegate!(
+                    caller,
+                    path_open(
+                        dirfd,
+                        dirflags,
+                        path,
+                        path_len,
+                        oflags & !OFLAGS_CREAT,
+                        rights,
+                        inheriting,
+                        fdflags,
+                        fd_out
+                    )
+                );
+                if errno != ERRNO_NOENT {
+                    return escape_check(&mut caller, errno, "path_open", path, path_len);
+                }
+            }
+            if creates {
+                charge_entry(&mut caller)?;
+            }
             let errno = delegate!(
                 caller,
                 path_open(
                     dirfd, dirflags, path, path_len, oflags, rights, inheriting, fdflags, fd_out
                 )
             );
+            if creates {
+                record_entry(&mut caller, errno);
+            }
             escape_check(&mut caller, errno, "path_open", path, path_len)
         },
     )?;
@@ -327,7 +383,16 @@ pub(crate) fn add_guards(linker: &mut Linker<JobState>) -> wasmtime::Result<()> 
         path,
         len
     );
-    guard_path!(linker, path_create_directory(fd: i32, path: i32, len: i32), path, len);
+    linker.func_wrap(
+        WASI,
+        "path_create_directory",
+        |mut caller: Caller<'_, JobState>, fd: i32, path: i32, len: i32| {
+            charge_entry(&mut caller)?;
+            let errno = delegate!(caller, path_create_directory(fd, path, len));
+            record_entry(&mut caller, errno);
+            escape_check(&mut caller, errno, "path_create_directory", path, len)
+        },
+    )?;
     guard_path!(linker, path_remove_directory(fd: i32, path: i32, len: i32), path, len);
     guard_path!(linker, path_unlink_file(fd: i32, path: i32, len: i32), path, len);
     // A rename is reported by its destination, the side that would leave the sandbox.

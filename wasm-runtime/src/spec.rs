@@ -38,6 +38,9 @@ pub struct Limits {
     pub stderr_bytes: u64,
     /// Bytes the job may write into its output directory in total.
     pub output_bytes: u64,
+    /// Files and directories the job may create in its output directory (an inode bomb is
+    /// cheap in bytes). Counts creations, not live entries: removing one gives nothing back.
+    pub output_entries: u64,
 }
 
 impl Default for Limits {
@@ -49,6 +52,7 @@ impl Default for Limits {
             stdout_bytes: 1 << 20,
             stderr_bytes: 1 << 20,
             output_bytes: 64 << 20,
+            output_entries: 1024,
         }
     }
 }

@@ -420,6 +420,136 @@ fn writing_past_the_output_quota_stops_the_job() {
     assert_healthy(&rt);
 }
 
+/// Creates /output/f<i> (preopen fd 3) for i = 0, 1, ... until stopped, with `create`: a
+/// `path_open` with O_CREAT or a `path_create_directory`. From the second round on it also
+/// re-opens `faaaa` (the first entry) with O_CREAT and with O_CREAT|O_EXCL, which create nothing
+/// and must not count.
+fn entry_bomb(mkdir: bool) -> JobSpec {
+    let create = if mkdir {
+        "(local.set $e (call $mkdir (i32.const 3) (i32.const 100) (i32.const 5)))"
+    } else {
+        "(local.set $e (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 5)
+          (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 16)))
+        (drop (call $close (i32.load (i32.const 16))))"
+    };
+    let digit = |k: u32| {
+        format!(
+            "(i32.store8 (i32.const {at}) (i32.add (i32.const 97)
+              (i32.and (i32.shr_u (local.get $i) (i32.const {shift})) (i32.const 15))))",
+            at = 101 + k,
+            shift = 4 * k
+        )
+    };
+    let digits: String = (0..4).map(digit).collect();
+    wat(&format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_create_directory"
+    (func $mkdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "fxxxx")
+  (data (i32.const 200) "faaaa")
+  (func (export "_start") (local $i i32) (local $e i32)
+    (loop $l
+      {digits}
+      {create}
+      (if (local.get $e) (then (call $exit (local.get $e))))
+      (if (i32.eqz (call $open (i32.const 3) (i32.const 0) (i32.const 200) (i32.const 5)
+          (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 16)))
+        (then (drop (call $close (i32.load (i32.const 16))))))
+      (drop (call $open (i32.const 3) (i32.const 0) (i32.const 200) (i32.const 5)
+          (i32.const 5) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l))))"#
+    ))
+}
+
+fn entries_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[test]
+fn creating_files_past_the_entry_limit_stops_the_job() {
+    let rt = runtime();
+    for round in 0..2 {
+        // The count is per job: the same runtime stops the second job at the same place.
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = entry_bomb(false);
+        spec.output_dir = Some(dir.path().join("out"));
+        spec.limits.output_entries = 10;
+        let r = run(&rt, &spec);
+        assert_eq!(
+            r.trap(),
+            Some(&TrapCause::OutputEntries { limit: 10 }),
+            "round {round}: {r:?}"
+        );
+        // Stopped before the 11th creation; re-opening faaaa counted nothing.
+        assert_eq!(entries_in(&dir.path().join("out")), 10);
+        assert_eq!(r.output_files.len(), 10);
+        assert_healthy(&rt);
+    }
+}
+
+#[test]
+fn creating_directories_past_the_entry_limit_stops_the_job() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = entry_bomb(true);
+    spec.output_dir = Some(dir.path().join("out"));
+    spec.limits.output_entries = 7;
+    let r = run(&rt, &spec);
+    assert_eq!(
+        r.trap(),
+        Some(&TrapCause::OutputEntries { limit: 7 }),
+        "{r:?}"
+    );
+    assert_eq!(entries_in(&dir.path().join("out")), 7);
+    assert_healthy(&rt);
+}
+
+#[test]
+fn the_default_entry_limit_stops_an_inode_bomb() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = entry_bomb(false);
+    spec.output_dir = Some(dir.path().join("out"));
+    let limit = Limits::default().output_entries;
+    assert_eq!(limit, 1024);
+    let r = run(&rt, &spec);
+    assert_eq!(r.trap(), Some(&TrapCause::OutputEntries { limit }), "{r:?}");
+    assert_eq!(entries_in(&dir.path().join("out")) as u64, limit);
+    assert_healthy(&rt);
+}
+
+#[test]
+fn files_already_in_the_output_dir_do_not_count() {
+    // A job re-opening (O_CREAT) a file that was there before it started creates nothing.
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("old.txt"), "x").unwrap();
+    let mut spec = open_job("old.txt", 0, O_CREAT, FD_WRITE);
+    spec.output_dir = Some(out);
+    spec.limits.output_entries = 0;
+    assert_eq!(run(&rt, &spec).termination, Termination::Exit(0));
+    // With no entries allowed, a new file is refused before it exists.
+    let mut spec = open_job("new.txt", 0, O_CREAT, FD_WRITE);
+    spec.output_dir = Some(dir.path().join("out"));
+    spec.limits.output_entries = 0;
+    let r = run(&rt, &spec);
+    assert_eq!(
+        r.trap(),
+        Some(&TrapCause::OutputEntries { limit: 0 }),
+        "{r:?}"
+    );
+    assert!(!dir.path().join("out/new.txt").exists());
+    assert_healthy(&rt);
+}
+
 #[test]
 fn flooding_stdout_is_cut_at_the_limit() {
     let rt = runtime();

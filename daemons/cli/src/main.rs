@@ -40,12 +40,29 @@ enum Command {
     /// The market.
     #[command(subcommand)]
     Market(MarketCmd),
+    /// SNM: transfer, and what the Market may pull.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The node's own orders: create (bid or ask), list, show, cancel.
+    #[command(subcommand)]
+    Order(OrderCmd),
     /// Deals.
     #[command(subcommand)]
     Deal(DealCmd),
+    /// The node's blacklist (suppliers' masters, or customers, it will not deal with).
+    #[command(subcommand)]
+    Blacklist(BlacklistCmd),
+    /// Identity level, master and certificates of an address.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
     /// WASM tasks on a deal's worker.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Print a shell completion script (e.g. `sonm completions bash > /etc/bash_completion.d/sonm`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,7 +90,159 @@ enum MarketCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Send SNM to an address; prints the balances after.
+    Transfer {
+        /// The recipient.
+        to: String,
+        /// SNM wei.
+        amount: String,
+    },
+    /// Set what the Market may pull from the node's account (bids, deals); prints the
+    /// balances after.
+    Approve {
+        /// SNM wei.
+        amount: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Bid,
+    Ask,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrderCmd {
+    /// Place an order: a BID (what the customer wants; its first period is frozen) or an ASK
+    /// (what a supplier without a worker sells). Fields come from --spec, then the flags.
+    Create {
+        /// bid or ask.
+        #[arg(value_enum)]
+        kind: Kind,
+        /// A spec file (TOML, or JSON by extension) with the flags' fields: benchmarks,
+        /// price, duration, netflags, counterparty, identity_level, blacklist.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// e.g. "cpu-cores=2 ram-size=1GiB".
+        #[arg(long)]
+        benchmarks: Option<String>,
+        /// SNM wei per second.
+        #[arg(long)]
+        price: Option<String>,
+        /// Seconds; 0 = spot.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// e.g. outbound,inbound.
+        #[arg(long)]
+        netflags: Option<String>,
+        /// Only this party may take the order.
+        #[arg(long)]
+        counterparty: Option<String>,
+        /// Required of the counterparty: anonymous, registered, identified, professional.
+        #[arg(long)]
+        identity_level: Option<String>,
+        /// A further party whose blacklist applies.
+        #[arg(long)]
+        blacklist: Option<String>,
+    },
+    /// The node's own orders.
+    List {
+        /// bid or ask.
+        #[arg(long = "type", value_enum)]
+        kind: Option<Kind>,
+        /// active, cancelled or matched.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show an order and its status.
+    Show {
+        /// The order id.
+        id: u64,
+    },
+    /// Cancel an active order of the node's own.
+    Cancel {
+        /// The order id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BlacklistCmd {
+    /// The addresses a blacklist holds.
+    List {
+        /// Whose list (default: the node's).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Add an address to the node's list.
+    Add { address: String },
+    /// Remove an address from the node's list.
+    Remove { address: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfileCmd {
+    /// Identity level, confirmed master and certificates.
+    Show {
+        /// The address (default: the node's).
+        address: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChangeCmd {
+    /// Ask the other side for a new price (and duration, for a forward deal).
+    Create {
+        /// The deal id.
+        deal: u64,
+        /// SNM wei per second.
+        #[arg(long)]
+        price: String,
+        /// Seconds (default: the deal's).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// A deal's change requests.
+    List {
+        /// The deal id.
+        deal: u64,
+    },
+    /// Approve the other side's pending request.
+    Approve {
+        /// The change request id.
+        id: u64,
+    },
+    /// Withdraw ours, or reject theirs.
+    Cancel {
+        /// The change request id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DealCmd {
+    /// The node's deals (as consumer or supplier).
+    List {
+        /// any, consumer or supplier.
+        #[arg(long)]
+        role: Option<String>,
+        /// active or closed.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Open a deal from an active ask and an active bid.
+    Open {
+        /// The ask's order id.
+        #[arg(long)]
+        ask: u64,
+        /// The bid's order id.
+        #[arg(long)]
+        bid: u64,
+    },
+    /// Change requests: a new price or duration for a deal.
+    #[command(subcommand)]
+    Change(ChangeCmd),
     /// Buy an ask at once (quick-buy); prints the deal.
     Buy {
         /// The ask's order id (from `sonm market asks`).
@@ -109,9 +278,37 @@ enum TaskCmd {
         deal: u64,
         /// The job spec (TOML, or JSON by extension), read by the node on this machine.
         job: PathBuf,
+        /// Run with fuel metering: the receipt then carries a deterministic fuel count that
+        /// `sonm-wasm-run` reproduces (a few percent slower; implied by a fuel limit).
+        #[arg(long)]
+        fuel: bool,
         /// host:port of the worker's task service, if the node's config does not know it.
         #[arg(long)]
         worker_addr: Option<String>,
+    },
+    /// Start a native container on the deal's worker (it must offer them): a rootfs tar and
+    /// the program to run in it; prints the task id.
+    StartContainer {
+        /// The deal id.
+        deal: u64,
+        /// The root filesystem as a plain tar, read by the node on this machine.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// An environment entry NAME=value (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Memory limit in bytes (default: the deal's slice).
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+        /// Wall-time limit in milliseconds (default: what the deal allows).
+        #[arg(long)]
+        wall_time_ms: Option<u64>,
+        /// host:port of the worker's task service, if the node's config does not know it.
+        #[arg(long)]
+        worker_addr: Option<String>,
+        /// The program and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
     },
     /// A task's status.
     Status {
@@ -226,6 +423,10 @@ impl Node {
         self.answer(req.call())
     }
 
+    fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.answer(self.agent.delete(format!("{}{path}", self.base)).call())
+    }
+
     fn post(&self, path: &str, query: &[(&str, String)], body: &Value) -> anyhow::Result<Value> {
         let mut req = self.agent.post(format!("{}{path}", self.base));
         for (k, v) in query {
@@ -291,10 +492,85 @@ const DEAL_FIELDS: &[&str] = &[
     "blocked",
 ];
 
+const ORDER_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "status",
+    "deal",
+    "author",
+    "counterparty",
+    "price",
+    "duration",
+    "netflags",
+    "identity_level",
+    "blacklist",
+    "benchmarks",
+];
+
+const BALANCE_FIELDS: &[&str] = &["address", "snm", "eth", "market_allowance"];
+
+const CHANGE_FIELDS: &[&str] = &["id", "deal", "requester", "price", "duration", "status"];
+
+/// Prints the rows of `items` as a table of `columns` (header, field), or `empty`.
+fn print_items(items: &Value, columns: &[(&str, &str)], empty: &str) {
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| columns.iter().map(|(_, k)| s(&item[*k])).collect())
+        .collect();
+    if rows.is_empty() {
+        println!("{empty}");
+    } else {
+        let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+        print_table(&headers, &rows);
+    }
+}
+
+/// An order's fields from a spec file (TOML, or JSON by extension) and the flags over it.
+fn order_body(
+    kind: Kind,
+    spec: Option<&Path>,
+    flags: Vec<(&str, Option<Value>)>,
+) -> anyhow::Result<Value> {
+    let mut body = match spec {
+        None => json!({}),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading order spec {}", path.display()))?;
+            let value: Value = if path.extension().is_some_and(|e| e == "json") {
+                serde_json::from_str(&text)
+                    .with_context(|| format!("order spec {}", path.display()))?
+            } else {
+                toml::from_str(&text).with_context(|| format!("order spec {}", path.display()))?
+            };
+            if !value.is_object() {
+                bail!("order spec {}: expected a table of fields", path.display());
+            }
+            value
+        }
+    };
+    for (key, value) in flags {
+        if let Some(v) = value {
+            body[key] = v;
+        }
+    }
+    // Prices and amounts travel as decimal strings (they exceed 2^53); a spec may write a number.
+    if let Some(n) = body.get("price").and_then(Value::as_u64) {
+        body["price"] = json!(n.to_string());
+    }
+    body["type"] = json!(match kind {
+        Kind::Bid => "bid",
+        Kind::Ask => "ask",
+    });
+    Ok(body)
+}
+
 fn exit_text(exit: &Value) -> String {
     match exit["kind"].as_str() {
         Some("exit") => format!("exit code {}", s(&exit["code"])),
         Some("trapped") => format!("trapped: {}", s(&exit["trap"])),
+        Some("killed") => format!("killed: {}", s(&exit["trap"])),
         _ => "-".into(),
     }
 }
@@ -338,9 +614,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Balance => {
             let v = node.get("/v1/balance", &[])?;
-            show(&v, &|v| {
-                print_fields(v, &["address", "snm", "eth", "market_allowance"]);
-            });
+            show(&v, &|v| print_fields(v, BALANCE_FIELDS));
         }
         Command::Market(MarketCmd::Asks {
             benchmarks,
@@ -396,6 +670,190 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
         }
+        Command::Token(TokenCmd::Transfer { to, amount }) => {
+            let v = node.post(
+                "/v1/token/transfer",
+                &[],
+                &json!({ "to": to, "amount": amount }),
+            )?;
+            show(&v, &|v| print_fields(v, BALANCE_FIELDS));
+        }
+        Command::Token(TokenCmd::Approve { amount }) => {
+            let v = node.post("/v1/token/approve", &[], &json!({ "amount": amount }))?;
+            show(&v, &|v| print_fields(v, BALANCE_FIELDS));
+        }
+        Command::Order(OrderCmd::Create {
+            kind,
+            spec,
+            benchmarks,
+            price,
+            duration,
+            netflags,
+            counterparty,
+            identity_level,
+            blacklist,
+        }) => {
+            let body = order_body(
+                kind,
+                spec.as_deref(),
+                vec![
+                    ("benchmarks", benchmarks.map(Value::from)),
+                    ("price", price.map(Value::from)),
+                    ("duration", duration.map(Value::from)),
+                    ("netflags", netflags.map(Value::from)),
+                    ("counterparty", counterparty.map(Value::from)),
+                    ("identity_level", identity_level.map(Value::from)),
+                    ("blacklist", blacklist.map(Value::from)),
+                ],
+            )?;
+            let v = node.post("/v1/orders", &[], &body)?;
+            show(&v, &|v| print_fields(v, ORDER_FIELDS));
+        }
+        Command::Order(OrderCmd::List { kind, status }) => {
+            let kind = kind.map(|k| match k {
+                Kind::Bid => "bid",
+                Kind::Ask => "ask",
+            });
+            let query: Vec<_> = [opt("type", &kind), opt("status", &status)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let v = node.get("/v1/orders/own", &query)?;
+            show(&v, &|v| {
+                print_items(
+                    &v["orders"],
+                    &[
+                        ("ID", "id"),
+                        ("TYPE", "type"),
+                        ("STATUS", "status"),
+                        ("DEAL", "deal"),
+                        ("PRICE (wei/s)", "price"),
+                        ("DURATION", "duration"),
+                        ("NET", "netflags"),
+                        ("BENCHMARKS", "benchmarks"),
+                    ],
+                    "no orders",
+                )
+            });
+        }
+        Command::Order(OrderCmd::Show { id }) => {
+            let v = node.get(&format!("/v1/orders/{id}"), &[])?;
+            show(&v, &|v| print_fields(v, ORDER_FIELDS));
+        }
+        Command::Order(OrderCmd::Cancel { id }) => {
+            let v = node.post(&format!("/v1/orders/{id}/cancel"), &[], &json!({}))?;
+            show(&v, &|v| print_fields(v, ORDER_FIELDS));
+        }
+        Command::Deal(DealCmd::List { role, status }) => {
+            let query: Vec<_> = [opt("role", &role), opt("status", &status)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let v = node.get("/v1/deals", &query)?;
+            show(&v, &|v| {
+                print_items(
+                    &v["deals"],
+                    &[
+                        ("ID", "id"),
+                        ("STATUS", "status"),
+                        ("SUPPLIER", "supplier"),
+                        ("CONSUMER", "consumer"),
+                        ("PRICE (wei/s)", "price"),
+                        ("DURATION", "duration"),
+                        ("START", "start"),
+                    ],
+                    "no deals",
+                )
+            });
+        }
+        Command::Deal(DealCmd::Open { ask, bid }) => {
+            let v = node.post("/v1/deals", &[], &json!({ "ask_id": ask, "bid_id": bid }))?;
+            show(&v, &|v| print_fields(v, DEAL_FIELDS));
+        }
+        Command::Deal(DealCmd::Change(ChangeCmd::Create {
+            deal,
+            price,
+            duration,
+        })) => {
+            let mut body = json!({ "price": price });
+            if let Some(d) = duration {
+                body["duration"] = json!(d);
+            }
+            let v = node.post(&format!("/v1/deals/{deal}/change-requests"), &[], &body)?;
+            show(&v, &|v| print_fields(v, CHANGE_FIELDS));
+        }
+        Command::Deal(DealCmd::Change(ChangeCmd::List { deal })) => {
+            let v = node.get(&format!("/v1/deals/{deal}/change-requests"), &[])?;
+            show(&v, &|v| {
+                print_items(
+                    &v["change_requests"],
+                    &[
+                        ("ID", "id"),
+                        ("STATUS", "status"),
+                        ("REQUESTER", "requester"),
+                        ("PRICE (wei/s)", "price"),
+                        ("DURATION", "duration"),
+                    ],
+                    "no change requests",
+                )
+            });
+        }
+        Command::Deal(DealCmd::Change(ChangeCmd::Approve { id })) => {
+            let v = node.post(
+                &format!("/v1/change-requests/{id}/approve"),
+                &[],
+                &json!({}),
+            )?;
+            show(&v, &|v| print_fields(v, CHANGE_FIELDS));
+        }
+        Command::Deal(DealCmd::Change(ChangeCmd::Cancel { id })) => {
+            let v = node.post(&format!("/v1/change-requests/{id}/cancel"), &[], &json!({}))?;
+            show(&v, &|v| print_fields(v, CHANGE_FIELDS));
+        }
+        Command::Blacklist(cmd) => {
+            let v = match cmd {
+                BlacklistCmd::List { owner } => {
+                    let query: Vec<_> = opt("owner", &owner).into_iter().collect();
+                    node.get("/v1/blacklist", &query)?
+                }
+                BlacklistCmd::Add { address } => {
+                    node.post("/v1/blacklist", &[], &json!({ "address": address }))?
+                }
+                BlacklistCmd::Remove { address } => {
+                    node.delete(&format!("/v1/blacklist/{address}"))?
+                }
+            };
+            show(&v, &|v| {
+                let listed = v["listed"].as_array().cloned().unwrap_or_default();
+                if listed.is_empty() {
+                    println!("{} lists nobody", s(&v["owner"]));
+                } else {
+                    println!("{} lists:", s(&v["owner"]));
+                    for a in &listed {
+                        println!("  {}", s(a));
+                    }
+                }
+            });
+        }
+        Command::Profile(ProfileCmd::Show { address }) => {
+            let address = address.unwrap_or_else(|| "me".to_owned());
+            let v = node.get(&format!("/v1/profiles/{address}"), &[])?;
+            show(&v, &|v| {
+                print_fields(v, &["address", "identity_level", "master"]);
+                println!();
+                print_items(
+                    &v["certificates"],
+                    &[
+                        ("CERTIFICATE", "id"),
+                        ("VALIDATOR", "validator"),
+                        ("ATTRIBUTE", "attribute_type"),
+                        ("VALUE", "value"),
+                        ("REVOKED", "revoked"),
+                    ],
+                    "no certificates",
+                )
+            });
+        }
         Command::Deal(DealCmd::Buy {
             ask_id,
             duration,
@@ -423,18 +881,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(TaskCmd::Start {
             deal,
             job,
+            fuel,
             worker_addr,
         }) => {
             // The node runs on this machine: it reads the spec, its module and its inputs.
             let job = std::fs::canonicalize(&job)
                 .with_context(|| format!("job spec {}", job.display()))?;
             let mut body = json!({ "job_spec": job });
+            if fuel {
+                body["limits"] = json!({ "fuel_metered": true });
+            }
             if let Some(a) = worker_addr {
                 body["worker_addr"] = json!(a);
             }
             let v = node.post(&format!("/v1/deals/{deal}/tasks"), &[], &body)?;
             show(&v, &|v| {
                 println!("task {} started on deal {}", s(&v["task"]), s(&v["deal"]))
+            });
+        }
+        Command::Task(TaskCmd::StartContainer {
+            deal,
+            rootfs,
+            env,
+            memory_bytes,
+            wall_time_ms,
+            worker_addr,
+            args,
+        }) => {
+            // The node runs on this machine and reads the tar.
+            let rootfs = std::fs::canonicalize(&rootfs)
+                .with_context(|| format!("rootfs {}", rootfs.display()))?;
+            let mut body = json!({
+                "kind": "container",
+                "rootfs": { "path": rootfs },
+                "args": args,
+                "env": env,
+                "limits": { "memory_bytes": memory_bytes, "wall_time_ms": wall_time_ms },
+            });
+            if let Some(a) = worker_addr {
+                body["worker_addr"] = json!(a);
+            }
+            let v = node.post(&format!("/v1/deals/{deal}/tasks"), &[], &body)?;
+            show(&v, &|v| {
+                println!(
+                    "container task {} started on deal {}",
+                    s(&v["task"]),
+                    s(&v["deal"])
+                )
             });
         }
         Command::Task(TaskCmd::Status {
@@ -503,10 +996,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("wrote {}", p.display());
                 }
                 let r = &v["receipt"];
+                let fuel = match r["fuel_metering"].as_str() {
+                    Some("counted") => s(&r["fuel"]),
+                    Some("unknown") => "unknown (stopped before the count)".into(),
+                    _ => "not metered".into(),
+                };
                 println!(
                     "--- receipt: verified, signed by worker {}\nfuel {}  wall {} us  module sha256 {}\noutputs sha256 {}",
                     s(&r["worker"]),
-                    s(&r["fuel"]),
+                    fuel,
                     s(&r["wall_time_us"]),
                     s(&r["module_sha256"]),
                     s(&r["outputs_sha256"]),
@@ -526,6 +1024,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             show(&v, &|_| println!("task {task} on deal {deal}: stopping"));
         }
+        Command::Completions { shell } => {
+            // Generated from the command definitions: the node is not asked.
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "sonm", &mut std::io::stdout());
+        }
     }
     Ok(())
 }
@@ -544,6 +1047,53 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_commands_are_well_formed_and_complete_in_every_shell() {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.clone().debug_assert();
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "sonm", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for word in ["order", "blacklist", "profile", "token", "change"] {
+                assert!(script.contains(word), "{shell}: {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_order_takes_the_spec_file_then_the_flags() {
+        let dir = std::env::temp_dir().join(format!("sonm-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml_spec = dir.join("bid.toml");
+        std::fs::write(
+            &toml_spec,
+            "benchmarks = \"cpu-cores=2\"\nprice = 1000\nnetflags = \"outbound\"\n",
+        )
+        .unwrap();
+        let body = order_body(
+            Kind::Bid,
+            Some(&toml_spec),
+            vec![("netflags", Some(json!("inbound"))), ("duration", None)],
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({ "type": "bid", "benchmarks": "cpu-cores=2", "price": "1000", "netflags": "inbound" })
+        );
+        let json_spec = dir.join("ask.json");
+        std::fs::write(&json_spec, r#"{"price": "5", "type": "bid"}"#).unwrap();
+        let body = order_body(Kind::Ask, Some(&json_spec), vec![]).unwrap();
+        assert_eq!(body, json!({ "type": "ask", "price": "5" }));
+        std::fs::write(&json_spec, "[1]").unwrap();
+        assert!(order_body(Kind::Ask, Some(&json_spec), vec![]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn outputs_never_land_outside_the_directory() {

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256};
 use sonm_dwh::ChainEvent;
+use sonm_dwh::follower::SharedBook;
 use sonm_dwh::index::BlockEvents;
 use sonm_dwh::query::{self, OrderQuery};
 use sonm_dwh::storage::{Checkpoint, Storage, open_env};
-use sonm_market::{Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+use sonm_market::{Benchmarks, IdentityLevel, MarketStats, NetFlags, Order, OrderType};
 
 /// A fixed-seed xorshift, so every run indexes the same orders.
 struct Rng(u64);
@@ -191,5 +192,29 @@ fn query_bench(n_orders: usize, rng: &mut Rng) {
         "  baseline (in-memory scan + sort): p50 {:.2?}, p99 {:.2?}",
         percentile(&base, 0.5),
         percentile(&base, 0.99)
+    );
+    drop(txn);
+
+    // Market stats (/v1/stats): over the DWH's in-memory order book, as the API does.
+    let book = SharedBook::load(&storage).unwrap();
+    let mut took = Vec::new();
+    let mut classes = 0;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let stats = book.read(|b| MarketStats::of(b.open_orders(OrderType::Ask)));
+        took.push(start.elapsed());
+        classes = stats.classes.len();
+        assert_eq!(stats.orders as usize, active_asks.len());
+    }
+    took.sort();
+    // Baseline: the same statistics over a plain slice of the orders.
+    let start = Instant::now();
+    let want = MarketStats::of(active_asks.iter().map(|o| (o.price, &o.benchmarks)));
+    let baseline = start.elapsed();
+    assert_eq!(want.classes.len(), classes);
+    println!(
+        "market stats over {} open asks ({classes} classes): median {:.2?} of 5 (baseline over a slice: {baseline:.2?})",
+        active_asks.len(),
+        took[2]
     );
 }

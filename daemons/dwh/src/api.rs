@@ -155,11 +155,8 @@ impl Api<'_, '_> {
                 }
             }
         };
-        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
-        self.metrics.query_micros.fetch_add(
-            u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.metrics
+            .observe_query(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
         answer
     }
 
@@ -264,16 +261,41 @@ impl Api<'_, '_> {
                 Answer::json(200, &query::transfers(s, &txn, address)?)
             }
             ["v1", "profiles"] => {
-                let level = params
-                    .take("level", parse_level)?
-                    .ok_or_else(|| bad("level is required"))?;
+                let level = params.take("level", parse_level)?;
+                let country = params.take("country", |c| Ok(c.to_owned()))?;
                 let limit = params.take("limit", parse_from_str)?.unwrap_or(100);
                 let cursor = params.take("cursor", |c| Ok(c.to_owned()))?;
                 params.finish()?;
-                Answer::json(
-                    200,
-                    &query::profiles_by_level(s, &txn, level, limit, cursor.as_deref())?,
-                )
+                let page = match (country, level) {
+                    (Some(country), level) => query::profiles_by_country(
+                        s,
+                        &txn,
+                        &country,
+                        level,
+                        limit,
+                        cursor.as_deref(),
+                    )?,
+                    (None, Some(level)) => {
+                        query::profiles_by_level(s, &txn, level, limit, cursor.as_deref())?
+                    }
+                    (None, None) => return Err(bad("country or level is required")),
+                };
+                Answer::json(200, &page)
+            }
+            ["v1", "gate"] => {
+                params.finish()?;
+                Answer::json(200, &query::gate(s, &txn)?)
+            }
+            ["v1", "stats"] => {
+                let order_type = params
+                    .take("type", parse_order_type)?
+                    .ok_or_else(|| bad("type (bid or ask) is required"))?;
+                params.finish()?;
+                // Under the book's read lock: O(n log n) over the open orders of one side.
+                let stats = self
+                    .book
+                    .read(|b| sonm_market::MarketStats::of(b.open_orders(order_type)));
+                Answer::json(200, &stats)
             }
             ["v1", "profiles", address] => {
                 let address = parse_address(address)?;
@@ -380,13 +402,19 @@ pub fn openapi() -> serde_json::Value {
             "/v1/blacklists/{owner}": { "get": { "summary": "The addresses an owner blacklisted", "parameters": [path_param("owner")], "responses": ok("addresses") } },
             "/v1/transfers/{address}": { "get": { "summary": "Gate transfers of an address: locks it sent or will receive elsewhere, then payments it received", "parameters": [path_param("address")], "responses": ok("transfers") } },
             "/v1/profiles": { "get": {
-                "summary": "Addresses with an identity level, by address, paginated",
+                "summary": "Addresses by country (a live certificate of attribute 1102 with an ISO 3166-1 alpha-2 value) and/or identity level, by address, paginated",
                 "parameters": [
-                    param("level", "registered, identified or professional (or 1..3)", true),
+                    param("country", "two letters, e.g. DE (country or level is required)", false),
+                    param("level", "registered, identified or professional (or 1..3); with country: exactly this level", false),
                     param("limit", "1..=1000, default 100", false),
                     param("cursor", "next of the previous page", false)
                 ],
                 "responses": ok("a page of addresses") } },
+            "/v1/gate": { "get": { "summary": "This chain's gate: the keeper threshold and the current keepers (daily limit, frozen)", "responses": ok("the gate") } },
+            "/v1/stats": { "get": {
+                "summary": "Market depth and prices of one side's open orders, overall and per hardware class (power-of-two buckets of GPU count and CPU cores); nearest-rank price percentiles in SNM wei per second",
+                "parameters": [param("type", "bid or ask", true)],
+                "responses": ok("the statistics") } },
             "/v1/profiles/{address}": { "get": { "summary": "Identity level, master and certificates of an address", "parameters": [path_param("address")], "responses": ok("the profile") } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition" } } } }
         }

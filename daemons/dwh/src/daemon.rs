@@ -20,7 +20,12 @@ use crate::storage::{self, DbError, Storage, StorageError};
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// JSON-RPC endpoints of one chain (plain HTTP).
+    /// JSON-RPC endpoints of one chain (plain HTTP): a list or one string. Also accepted as
+    /// `rpc_url`, the key sonm-node and sonm-worker use for the same thing.
+    #[serde(
+        alias = "rpc_url",
+        deserialize_with = "sonm_contracts::rpc::one_or_many"
+    )]
     pub endpoints: Vec<String>,
     /// The addresses file written by `sonm-deploy`.
     pub addresses: PathBuf,
@@ -178,4 +183,24 @@ pub fn run(
         api.serve(&server, config.http_threads, stop);
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_a_list_or_one_string_and_rpc_url_is_their_other_name() {
+        let rest = "addresses = \"a.toml\"\nlisten = \"127.0.0.1:8090\"\ndata_dir = \"d\"\n";
+        let parse = |first: &str| Config::from_toml(&format!("{first}\n{rest}"), Path::new("x"));
+        let two = r#"["http://127.0.0.1:8545", "http://10.0.0.2:8545"]"#;
+        for text in [format!("endpoints = {two}"), format!("rpc_url = {two}")] {
+            assert_eq!(parse(&text).unwrap().endpoints.len(), 2, "{text}");
+        }
+        let one = parse(r#"rpc_url = "http://127.0.0.1:8545""#).unwrap();
+        assert_eq!(one.endpoints, ["http://127.0.0.1:8545"]);
+        // Both names at once is a mistake, as is an empty list.
+        assert!(parse(&format!("endpoints = {two}\nrpc_url = {two}")).is_err());
+        assert!(parse("endpoints = []").is_err());
+    }
 }

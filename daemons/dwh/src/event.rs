@@ -119,6 +119,19 @@ pub enum ChainEvent {
         to: Address,
         amount: u128,
     },
+    /// A gate keeper added, its daily limit changed, or removed (limit 0).
+    GateKeeperSet {
+        keeper: Address,
+        daily_limit: u128,
+    },
+    GateKeeperFrozen {
+        keeper: Address,
+        frozen: bool,
+    },
+    /// Keeper signatures a payment needs.
+    GateThresholdSet {
+        threshold: u8,
+    },
 }
 
 /// Why a log from one of our contracts could not be read.
@@ -314,6 +327,17 @@ fn decode_gate(topics: &[B256], data: &[u8]) -> Result<Option<ChainEvent>, Decod
             nonce: small("lock nonce", e.nonce)?,
             to: e.to,
             amount: small("amount", e.amount)?,
+        }),
+        E::KeeperSet(e) => Some(ChainEvent::GateKeeperSet {
+            keeper: e.keeper,
+            daily_limit: small("daily limit", e.dailyLimit)?,
+        }),
+        E::KeeperFrozen(e) => Some(ChainEvent::GateKeeperFrozen {
+            keeper: e.keeper,
+            frozen: e.frozen,
+        }),
+        E::ThresholdSet(e) => Some(ChainEvent::GateThresholdSet {
+            threshold: e.threshold,
         }),
         _ => None,
     })

@@ -161,10 +161,46 @@ pub struct Metrics {
     pub reorgs: AtomicU64,
     pub queries: AtomicU64,
     pub query_micros: AtomicU64,
+    /// Queries per latency bucket ([`QUERY_BUCKETS_MICROS`], then +Inf), not cumulative.
+    pub query_buckets: [AtomicU64; QUERY_BUCKETS_MICROS.len() + 1],
     pub bad_queries: AtomicU64,
 }
 
+/// Upper bounds of the query-latency histogram's buckets, in microseconds: the p50 goal
+/// (1 ms) sits in the middle, so the histogram shows how far above or below it queries are.
+pub const QUERY_BUCKETS_MICROS: [u64; 9] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000];
+
 impl Metrics {
+    /// Counts one answered query that took `micros`.
+    pub fn observe_query(&self, micros: u64) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.query_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = QUERY_BUCKETS_MICROS
+            .iter()
+            .position(|&le| micros <= le)
+            .unwrap_or(QUERY_BUCKETS_MICROS.len());
+        self.query_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The query-latency histogram in the text exposition (cumulative buckets).
+    fn render_query_histogram(&self) -> String {
+        let mut out = String::from("# TYPE sonm_dwh_query_duration_seconds histogram\n");
+        let mut cumulative = 0u64;
+        for (i, count) in self.query_buckets.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = QUERY_BUCKETS_MICROS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |&m| (m as f64 / 1e6).to_string());
+            out += &format!("sonm_dwh_query_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n");
+        }
+        out += &format!(
+            "sonm_dwh_query_duration_seconds_sum {}\nsonm_dwh_query_duration_seconds_count {cumulative}\n",
+            self.query_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        out
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -179,7 +215,7 @@ impl Metrics {
              # TYPE sonm_dwh_reorgs_total counter\nsonm_dwh_reorgs_total {}\n\
              # TYPE sonm_dwh_queries_total counter\nsonm_dwh_queries_total {}\n\
              # TYPE sonm_dwh_bad_queries_total counter\nsonm_dwh_bad_queries_total {}\n\
-             # TYPE sonm_dwh_query_seconds_total counter\nsonm_dwh_query_seconds_total {}\n",
+             # TYPE sonm_dwh_query_seconds_total counter\nsonm_dwh_query_seconds_total {}\n{}",
             head.saturating_sub(cp),
             g(&self.events),
             g(&self.rpc_errors),
@@ -187,6 +223,7 @@ impl Metrics {
             g(&self.queries),
             g(&self.bad_queries),
             g(&self.query_micros) as f64 / 1e6,
+            self.render_query_histogram(),
         )
     }
 }

@@ -113,6 +113,30 @@ pub struct CertificateRow {
     pub revoked: bool,
 }
 
+/// The certificate attribute type that carries a country: an ISO 3166-1 alpha-2 code
+/// as its value (two ASCII letters, any case). A convention of the DWH and its clients;
+/// the ProfileRegistry treats every attribute but the levels (1001–1003) as plain data.
+pub const COUNTRY_ATTRIBUTE: u64 = 1102;
+
+/// The country a live certificate states (upper case), if it is a country certificate
+/// with a well-formed value.
+pub fn country_of(row: &CertificateRow) -> Option<[u8; 2]> {
+    if row.revoked || row.attribute_type != U256::from(COUNTRY_ATTRIBUTE) {
+        return None;
+    }
+    parse_country(&row.value)
+}
+
+/// Two ASCII letters, as upper case.
+pub fn parse_country(value: &[u8]) -> Option<[u8; 2]> {
+    match value {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
+        }
+        _ => None,
+    }
+}
+
 /// A gate transfer seen on this chain: a lock here, or a payment of another chain's lock.
 /// (Externally tagged: postcard cannot read internally tagged enums.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +161,15 @@ pub enum TransferRow {
     },
 }
 
+/// A gate keeper as the Gate holds it: a daily limit of 0 means "not a keeper" (removed,
+/// or frozen before removal: the flag stays, as on chain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperRow {
+    pub keeper: Address,
+    pub daily_limit: u128,
+    pub frozen: bool,
+}
+
 /// A primary record's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Key {
@@ -153,6 +186,8 @@ pub enum Key {
     GateLock(u64),
     /// A payment by its transfer id.
     GatePayment(B256),
+    GateKeeper(Address),
+    GateThreshold,
 }
 
 /// A primary record. Secondary indexes are derived from these by the store.
@@ -167,6 +202,8 @@ pub enum Record {
     Level(IdentityLevel),
     Certificate(CertificateRow),
     Transfer(TransferRow),
+    GateKeeper(KeeperRow),
+    GateThreshold(u8),
 }
 
 /// Key/value storage of primary records. `put(key, None)` deletes. A store keeps
@@ -570,6 +607,32 @@ fn apply_event<S: Store>(
                 block,
             };
             t.put(Key::GatePayment(*transfer), Some(Record::Transfer(row)))
+        }
+        ChainEvent::GateKeeperSet {
+            keeper,
+            daily_limit,
+        } => {
+            let frozen = match t.get(&Key::GateKeeper(*keeper))? {
+                Some(Record::GateKeeper(row)) => row.frozen,
+                _ => false,
+            };
+            let row = KeeperRow {
+                keeper: *keeper,
+                daily_limit: *daily_limit,
+                frozen,
+            };
+            t.put(Key::GateKeeper(*keeper), Some(Record::GateKeeper(row)))
+        }
+        ChainEvent::GateKeeperFrozen { keeper, frozen } => {
+            let mut row = match t.get(&Key::GateKeeper(*keeper))? {
+                Some(Record::GateKeeper(row)) => row,
+                _ => return Err(missing(block, "gate keeper", keeper)),
+            };
+            row.frozen = *frozen;
+            t.put(Key::GateKeeper(*keeper), Some(Record::GateKeeper(row)))
+        }
+        ChainEvent::GateThresholdSet { threshold } => {
+            t.put(Key::GateThreshold, Some(Record::GateThreshold(*threshold)))
         }
     }
 }

@@ -13,8 +13,8 @@ use thiserror::Error;
 
 use crate::follower::SharedBook;
 use crate::index::{
-    BillRow, CertificateRow, ChangeRequestRow, DealRow, Key, OrderRow, OrderStatus, Record,
-    TransferRow,
+    BillRow, CertificateRow, ChangeRequestRow, DealRow, KeeperRow, Key, OrderRow, OrderStatus,
+    Record, TransferRow,
 };
 use crate::storage::{
     DbError, Index, Role, Storage, deal_party_prefix, order_author_prefix, order_market_prefix,
@@ -396,6 +396,88 @@ pub fn profiles_by_level(
     walk(storage, txn, scan, |key| {
         Ok(Walk::Take(Address::from_slice(&key[1..])))
     })
+}
+
+/// Addresses with a live country certificate for `country` (two letters, any case),
+/// by address, each once; with `level`, only those whose identity level is exactly it.
+pub fn profiles_by_country(
+    storage: &Storage<'_>,
+    txn: &RoTxn<'_>,
+    country: &str,
+    level: Option<IdentityLevel>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<Page<Address>, QueryError> {
+    let prefix = crate::index::parse_country(country.as_bytes()).ok_or_else(|| {
+        QueryError::BadRequest(format!(
+            "country {country:?} is not an ISO 3166-1 alpha-2 code (two letters)"
+        ))
+    })?;
+    let subject_of = |key: &[u8]| Address::from_slice(&key[2..22]);
+    // Keys run (country, subject, certificate id): a subject with several certificates
+    // for the country comes in a row, possibly across a page boundary (the cursor's).
+    let mut previous = match cursor.map(hex::decode) {
+        Some(Ok(k)) if k.len() == 30 => Some(subject_of(&k)),
+        _ => None,
+    };
+    let scan = Scan {
+        index: Index::ProfilesByCountry,
+        prefix: &prefix,
+        lower: None,
+        cursor,
+        limit,
+    };
+    walk(storage, txn, scan, |key| {
+        if key.len() != 30 {
+            return Err(DbError::Corrupt(
+                "a profiles_by_country key is not 30 bytes".into(),
+            ));
+        }
+        let subject = subject_of(key);
+        if previous.replace(subject) == Some(subject) {
+            return Ok(Walk::Skip);
+        }
+        match level {
+            Some(l) if storage.level(txn, subject)? != l => Ok(Walk::Skip),
+            _ => Ok(Walk::Take(subject)),
+        }
+    })
+}
+
+/// The gate of this chain as its events left it.
+#[derive(Debug, Serialize)]
+pub struct GateInfo {
+    /// Keeper signatures a payment needs (`None` before the gate's deploy is indexed).
+    pub threshold: Option<u8>,
+    /// Current keepers (daily limit above 0), frozen ones included, by address.
+    pub keepers: Vec<KeeperRow>,
+}
+
+pub fn gate(storage: &Storage<'_>, txn: &RoTxn<'_>) -> Result<GateInfo, QueryError> {
+    let threshold = match storage.record(txn, &Key::GateThreshold)? {
+        Some(Record::GateThreshold(t)) => Some(t),
+        _ => None,
+    };
+    let mut keepers = Vec::new();
+    // From the zero address: LMDB refuses an empty key as a range start.
+    storage.scan_index(
+        txn,
+        Index::GateKeepers,
+        &[],
+        Some(&[0u8; 20]),
+        None,
+        |key| {
+            let keeper = Address::try_from(key)
+                .map_err(|_| DbError::Corrupt("a gate_keepers key is not an address".into()))?;
+            if let Some(Record::GateKeeper(row)) = storage.record(txn, &Key::GateKeeper(keeper))?
+                && row.daily_limit > 0
+            {
+                keepers.push(row);
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(GateInfo { threshold, keepers })
 }
 
 /// What the registries say about an address.

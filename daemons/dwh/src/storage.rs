@@ -20,6 +20,8 @@
 //! | `gate_locks` / `gate_payments` | nonce / transfer id | [`TransferRow`] |
 //! | `transfers_by_party` | address, kind (1 lock, 2 payment), nonce or transfer id | – |
 //! | `profiles_by_level` | level, address | – |
+//! | `gate_keepers` | keeper | [`KeeperRow`] (the threshold: `meta`, key `gate_threshold`) |
+//! | `profiles_by_country` | country (2 B, upper case), subject, certificate id | – |
 //! | `blocks` | number | hash (blocks with events and batch ends, the last N) |
 //! | `undo` | number | the block's [`Undo`] |
 //! | `meta` | `checkpoint` | number, hash |
@@ -35,8 +37,8 @@ use sonm_market::{DealStatus, OrderType};
 use thiserror::Error;
 
 use crate::index::{
-    self, ApplyError, BlockEvents, BookChange, ChangeRequestRow, DealRow, Key, OrderRow,
-    OrderStatus, Record, Store, TransferRow, Undo,
+    self, ApplyError, BlockEvents, BookChange, CertificateRow, ChangeRequestRow, DealRow, Key,
+    OrderRow, OrderStatus, Record, Store, TransferRow, Undo,
 };
 
 /// The environment type the DWH uses: read transactions are not tied to a thread,
@@ -125,6 +127,8 @@ struct Dbs<'e> {
     gate_payments: Db<'e>,
     transfers_by_party: Db<'e>,
     profiles_by_level: Db<'e>,
+    profiles_by_country: Db<'e>,
+    gate_keepers: Db<'e>,
     blocks: Db<'e>,
     undo: Db<'e>,
     meta: Db<'e>,
@@ -151,6 +155,8 @@ impl<'e> heed::OnCommit for Dbs<'e> {
             gate_payments: self.gate_payments.on_commit(token),
             transfers_by_party: self.transfers_by_party.on_commit(token),
             profiles_by_level: self.profiles_by_level.on_commit(token),
+            profiles_by_country: self.profiles_by_country.on_commit(token),
+            gate_keepers: self.gate_keepers.on_commit(token),
             blocks: self.blocks.on_commit(token),
             undo: self.undo.on_commit(token),
             meta: self.meta.on_commit(token),
@@ -247,6 +253,8 @@ fn change_deal_key(row: &ChangeRequestRow) -> Vec<u8> {
 }
 
 const CHECKPOINT: &[u8] = b"checkpoint";
+/// The gate's threshold, a primary record kept beside the checkpoint.
+const GATE_THRESHOLD: &[u8] = b"gate_threshold";
 
 /// The primary database and key of a record.
 fn locate<'e>(dbs: &Dbs<'e>, key: &Key) -> (Db<'e>, Vec<u8>) {
@@ -269,6 +277,8 @@ fn locate<'e>(dbs: &Dbs<'e>, key: &Key) -> (Db<'e>, Vec<u8>) {
         Key::Certificate(id) => (dbs.certificates, id.to_be_bytes().to_vec()),
         Key::GateLock(nonce) => (dbs.gate_locks, nonce.to_be_bytes().to_vec()),
         Key::GatePayment(id) => (dbs.gate_payments, id.to_vec()),
+        Key::GateKeeper(a) => (dbs.gate_keepers, a.to_vec()),
+        Key::GateThreshold => (dbs.meta, GATE_THRESHOLD.to_vec()),
     }
 }
 
@@ -291,7 +301,9 @@ fn index_entries<'e>(dbs: &Dbs<'e>, key: &Key, record: &Record) -> Vec<(Db<'e>, 
         Record::Certificate(row) => {
             let mut k = row.subject.to_vec();
             k.extend(row.id.to_be_bytes());
-            vec![(dbs.certs_by_subject, k)]
+            let mut entries = vec![(dbs.certs_by_subject, k)];
+            entries.extend(country_key(row).map(|k| (dbs.profiles_by_country, k)));
+            entries
         }
         Record::Level(level) => match key {
             Key::Level(who) => {
@@ -307,6 +319,15 @@ fn index_entries<'e>(dbs: &Dbs<'e>, key: &Key, record: &Record) -> Vec<(Db<'e>, 
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The `profiles_by_country` key of a live country certificate.
+fn country_key(row: &CertificateRow) -> Option<Vec<u8>> {
+    let country = index::country_of(row)?;
+    let mut k = country.to_vec();
+    k.extend(row.subject.as_slice());
+    k.extend(row.id.to_be_bytes());
+    Some(k)
 }
 
 /// `transfers_by_party` keys: a lock under its sender and its receiver, a payment
@@ -420,17 +441,49 @@ impl<'e> Storage<'e> {
                     gate_payments: db("gate_payments")?,
                     transfers_by_party: db("transfers_by_party")?,
                     profiles_by_level: db("profiles_by_level")?,
+                    profiles_by_country: db("profiles_by_country")?,
+                    gate_keepers: db("gate_keepers")?,
                     blocks: db("blocks")?,
                     undo: db("undo")?,
                     meta: db("meta")?,
                 }))
             })?;
         match dbs {
-            CommitOrAbort::Commit(dbs) => Ok(Storage { env, dbs }),
+            CommitOrAbort::Commit(dbs) => {
+                let storage = Storage { env, dbs };
+                storage.backfill_country_index()?;
+                Ok(storage)
+            }
             CommitOrAbort::Abort(()) => {
                 Err(DbError::Corrupt("database creation aborted".into()).into())
             }
         }
+    }
+
+    /// A data directory written before `profiles_by_country` existed has certificates but
+    /// an empty country index: derive it once from the certificates (in one transaction).
+    fn backfill_country_index(&self) -> Result<(), DbError> {
+        let mut txn = self.env.write_txn()?;
+        if !self.dbs.profiles_by_country.is_empty(&txn)? || self.dbs.certificates.is_empty(&txn)? {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for item in self.dbs.certificates.iter(&txn)? {
+            let (_, v) = item?;
+            let row: CertificateRow = decode(v)?;
+            entries.extend(country_key(&row));
+        }
+        for k in &entries {
+            self.dbs.profiles_by_country.put(&mut txn, k, &[])?;
+        }
+        txn.commit()?;
+        if !entries.is_empty() {
+            tracing::info!(
+                entries = entries.len(),
+                "built the country index from the certificates"
+            );
+        }
+        Ok(())
     }
 
     pub fn read_txn(&self) -> Result<RoTxn<'e, WithoutTls>, DbError> {
@@ -600,6 +653,8 @@ impl<'e> Storage<'e> {
             Index::CertsBySubject => self.dbs.certs_by_subject,
             Index::TransfersByParty => self.dbs.transfers_by_party,
             Index::ProfilesByLevel => self.dbs.profiles_by_level,
+            Index::ProfilesByCountry => self.dbs.profiles_by_country,
+            Index::GateKeepers => self.dbs.gate_keepers,
         };
         let start = match (after, lower) {
             (Some(a), _) => Bound::Excluded(a),
@@ -655,4 +710,7 @@ pub enum Index {
     CertsBySubject,
     TransfersByParty,
     ProfilesByLevel,
+    ProfilesByCountry,
+    /// The primary `gate_keepers` table, by keeper address.
+    GateKeepers,
 }

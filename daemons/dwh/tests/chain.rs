@@ -263,12 +263,88 @@ fn indexes_a_market_history_and_answers_queries() {
     assert_eq!(get(addr, "/v1/profiles?level=anonymous").0, 400);
     let (_, p) = get(addr, &format!("/v1/profiles/{c2}"));
     assert_eq!(p["identity_level"], "registered");
-    assert_eq!(p["certificates"].as_array().unwrap().len(), 1);
+    // Its level certificate and its two country certificates.
+    assert_eq!(p["certificates"].as_array().unwrap().len(), 3);
     let (_, p) = get(addr, &format!("/v1/profiles/{}", w.suppliers[1]));
     assert_eq!(
         p["master"].as_str().map(str::to_lowercase),
         Some(w.master.to_string().to_lowercase())
     );
+    // Profiles by country (each subject once, revoked and malformed certificates not
+    // counted), with a level, and across pages of one.
+    let lower = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_lowercase())
+            .collect()
+    };
+    let want = |c: &str| -> Vec<String> {
+        e.countries
+            .get(c)
+            .into_iter()
+            .flatten()
+            .map(|a| a.to_string().to_lowercase())
+            .collect()
+    };
+    for c in ["DE", "FR"] {
+        let (status, page) = get(addr, &format!("/v1/profiles?country={}", c.to_lowercase()));
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(lower(&page), want(c), "country {c}");
+    }
+    assert_eq!(want("DE").len(), 2);
+    let (_, page) = get(addr, "/v1/profiles?country=DE&level=registered");
+    assert_eq!(lower(&page), vec![c2.to_string().to_lowercase()]);
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = get(addr, &format!("/v1/profiles?country=DE&limit=1{cursor}"));
+        paged.extend(lower(&page));
+        match page["next"].as_str() {
+            Some(n) => cursor = format!("&cursor={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, want("DE"), "pages of one");
+    // The gate's keepers and threshold.
+    let (_, gate) = get(addr, "/v1/gate");
+    assert_eq!(
+        gate["threshold"].as_u64(),
+        Some(u64::from(e.gate_threshold)),
+        "{gate}"
+    );
+    // (Limits above u64 come back as JSON numbers the test's parser reads as f64.)
+    let keepers: Vec<(String, f64, bool)> = gate["keepers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["keeper"].as_str().unwrap().to_lowercase(),
+                k["daily_limit"].as_f64().unwrap(),
+                k["frozen"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want_keepers: Vec<(String, f64, bool)> = e
+        .keepers
+        .iter()
+        .map(|(k, (l, f))| (k.to_string().to_lowercase(), *l as f64, *f))
+        .collect();
+    assert_eq!(keepers, want_keepers);
+    // Market statistics: the same numbers as the market crate computes over the
+    // orders the test expects to be open.
+    for t in [OrderType::Ask, OrderType::Bid] {
+        let name = if t == OrderType::Ask { "ask" } else { "bid" };
+        let (status, stats) = get(addr, &format!("/v1/stats?type={name}"));
+        assert_eq!(status, 200, "{stats}");
+        let open = e.active(t);
+        let want = sonm_market::MarketStats::of(open.iter().map(|o| (o.price, &o.benchmarks)));
+        assert_eq!(stats, serde_json::to_value(&want).unwrap(), "{name} stats");
+        assert_eq!(stats["orders"].as_u64(), Some(open.len() as u64));
+        assert!(stats["classes"].as_array().unwrap().len() >= 2, "{stats}");
+    }
     let (_, list) = get(addr, &format!("/v1/blacklists/{c3}"));
     assert_eq!(list.as_array().unwrap().len(), 1);
     // The gate lock, under its sender and its receiver.
@@ -292,6 +368,11 @@ fn indexes_a_market_history_and_answers_queries() {
         "/v1/deals?party=nobody",
         "/v1/orders/abc",
         "/v1/profiles/0x12",
+        "/v1/profiles",
+        "/v1/profiles?country=DEU",
+        "/v1/profiles?country=D1",
+        "/v1/stats",
+        "/v1/stats?type=ask&limit=3",
     ] {
         let (status, body) = get(addr, bad);
         assert_eq!(status, 400, "{bad}: {body}");

@@ -54,6 +54,15 @@ fn history() -> Vec<BlockEvents> {
                     subject: addr(3),
                     level: IdentityLevel::Identified,
                 },
+                ChainEvent::GateThresholdSet { threshold: 1 },
+                ChainEvent::GateKeeperSet {
+                    keeper: addr(6),
+                    daily_limit: 100,
+                },
+                ChainEvent::GateKeeperSet {
+                    keeper: addr(7),
+                    daily_limit: 50,
+                },
             ],
         ),
         block(
@@ -68,6 +77,13 @@ fn history() -> Vec<BlockEvents> {
                 ChainEvent::WorkerConfirmed {
                     worker: addr(1),
                     master: addr(9),
+                },
+                ChainEvent::CertificateIssued {
+                    id: 1,
+                    validator: addr(8),
+                    subject: addr(5),
+                    attribute_type: alloy::primitives::U256::from(1102u64),
+                    value: b"nl".to_vec().into(),
                 },
             ],
         ),
@@ -121,6 +137,16 @@ fn history() -> Vec<BlockEvents> {
                     owner: addr(3),
                     who: addr(9),
                 },
+                ChainEvent::CertificateRevoked { id: 1, by: addr(8) },
+                ChainEvent::GateKeeperFrozen {
+                    keeper: addr(7),
+                    frozen: true,
+                },
+                ChainEvent::GateKeeperSet {
+                    keeper: addr(6),
+                    daily_limit: 0,
+                },
+                ChainEvent::GateThresholdSet { threshold: 2 },
                 ChainEvent::GateLocked {
                     nonce: 1,
                     from: addr(3),
@@ -150,7 +176,12 @@ fn every_block_undoes_exactly() {
         undos.push(apply_block(&mut store, &b).unwrap().undo);
         states.push(store.clone());
     }
-    assert_eq!(store.records.len(), 4 + 1 + 2 + 1 + 1 + 1 + 1 + 2);
+    // orders, deal, bills, change request, worker, blacklist entry, level, certificate,
+    // gate lock and payment, gate threshold and keepers
+    assert_eq!(
+        store.records.len(),
+        4 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2
+    );
     while let Some(undo) = undos.pop() {
         undo_block(&mut store, undo).unwrap();
         states.pop();
@@ -241,6 +272,18 @@ fn lmdb_indexes_follow_batches_and_unwinds() {
     let identified =
         query::profiles_by_level(&storage, &txn, IdentityLevel::Identified, 10, None).unwrap();
     assert_eq!(identified.items, vec![addr(3)]);
+    // The country certificate was revoked in block 4.
+    let nl = query::profiles_by_country(&storage, &txn, "NL", None, 10, None).unwrap();
+    assert!(nl.items.is_empty());
+    // The gate: keeper 6 removed, keeper 7 frozen, threshold raised, all in block 4.
+    let gate = query::gate(&storage, &txn).unwrap();
+    assert_eq!(gate.threshold, Some(2));
+    let keepers: Vec<_> = gate
+        .keepers
+        .iter()
+        .map(|k| (k.keeper, k.daily_limit, k.frozen))
+        .collect();
+    assert_eq!(keepers, vec![(addr(7), 50, true)]);
     drop(txn);
 
     // Unwind to block 2: the deal, its bills and the blacklist entry go; order 1 is
@@ -269,6 +312,17 @@ fn lmdb_indexes_follow_batches_and_unwinds() {
         .collect();
     assert_eq!(ids, vec![4, 1], "by price");
     assert!(book.read(|b| b.contains(1) && b.contains(3)));
+    // The revocation is undone: the country index has the subject again.
+    let nl = query::profiles_by_country(&storage, &txn, "nl", None, 10, None).unwrap();
+    assert_eq!(nl.items, vec![addr(5)]);
+    let gate = query::gate(&storage, &txn).unwrap();
+    assert_eq!(gate.threshold, Some(1));
+    let keepers: Vec<_> = gate
+        .keepers
+        .iter()
+        .map(|k| (k.keeper, k.daily_limit, k.frozen))
+        .collect();
+    assert_eq!(keepers, vec![(addr(6), 100, false), (addr(7), 50, false)]);
     // The recorded blocks are those with events and the batch ends, newest first.
     let recorded: Vec<u64> = storage
         .recorded_blocks()
@@ -371,9 +425,21 @@ fn pages_continue_from_their_cursor_and_bad_queries_get_400() {
     assert_eq!(api.handle("GET", "/v2/nothing").status, 404);
     let a = api.handle("GET", "/v1/orders/3/matches");
     assert_eq!(a.status, 200, "{}", a.body);
-    assert!(
-        api.handle("GET", "/metrics")
-            .body
-            .contains("sonm_dwh_queries_total")
-    );
+    // Every query answered so far is in the latency histogram: cumulative buckets that
+    // never decrease and end at the count.
+    let answered = metrics.queries.load(std::sync::atomic::Ordering::Relaxed);
+    let body = api.handle("GET", "/metrics").body;
+    assert!(body.contains("sonm_dwh_queries_total"));
+    let buckets: Vec<u64> = body
+        .lines()
+        .filter(|l| l.starts_with("sonm_dwh_query_duration_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 10, "{body}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{body}");
+    assert_eq!(*buckets.last().unwrap(), answered);
+    assert!(body.contains(&format!(
+        "sonm_dwh_query_duration_seconds_count {answered}\n"
+    )));
+    assert!(body.contains("le=\"0.001\""), "{body}");
 }

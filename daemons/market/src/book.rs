@@ -916,6 +916,20 @@ impl OrderBook {
         Ok(self.bids.best(ask, k, ctx, &self.addresses))
     }
 
+    /// The open orders of one side as (price, benchmarks), in no particular order: what
+    /// market statistics read ([`crate::MarketStats`]). O(n), no allocation.
+    pub fn open_orders(&self, side: OrderType) -> impl Iterator<Item = (u128, &Benchmarks)> {
+        self.tree(side)
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.kind {
+                Kind::Leaf(entries) => Some(entries),
+                Kind::Inner { .. } => None,
+            })
+            .flatten()
+            .map(|e| (e.price, &e.benchmarks))
+    }
+
     /// Depth of the deeper side's tree (1 for a single leaf); for tests and reports.
     pub fn depth(&self) -> usize {
         self.asks

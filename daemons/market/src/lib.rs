@@ -11,6 +11,7 @@ mod deal;
 mod error;
 mod matching;
 mod order;
+mod stats;
 
 pub use alloy_primitives::{Address, B256};
 pub use benchmarks::{BENCHMARK_COUNT, Benchmark, Benchmarks, Unit};
@@ -25,3 +26,4 @@ pub use order::{
     IdentityLevel, MAX_BILLING_PERIOD, MAX_DURATION, MAX_PRICE, NetFlags, Order, OrderId,
     OrderType, SPOT_BILLING_PERIOD, billing_period, frozen_sum,
 };
+pub use stats::{Bucket, Class, ClassStats, MarketStats, PriceSummary};

@@ -148,6 +148,17 @@ fn run(leaf_capacity: usize, ctx: &StaticContext, ops: Vec<Op>) -> Result<(), Te
         prop_assert_eq!(book.len(), live.len());
     }
     book.check_invariants().map_err(TestCaseError::fail)?;
+    // What statistics read: exactly the live orders of each side.
+    for t in [OrderType::Ask, OrderType::Bid] {
+        let mut got: Vec<(u128, Benchmarks)> = book.open_orders(t).map(|(p, b)| (p, *b)).collect();
+        let mut want: Vec<(u128, Benchmarks)> = side(&live, t)
+            .iter()
+            .map(|o| (o.price, o.benchmarks))
+            .collect();
+        got.sort_by_key(|(p, b)| (*p, *b.as_array()));
+        want.sort_by_key(|(p, b)| (*p, *b.as_array()));
+        prop_assert_eq!(got, want);
+    }
     // A final sweep: every live order as a query.
     for o in live.values() {
         let q = |o: &Order| {

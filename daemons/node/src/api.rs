@@ -13,18 +13,26 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use alloy::primitives::U256;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use sonm_market::{Address, Benchmarks, DealId, MAX_PRICE, NetFlags, Order};
+use sonm_market::{
+    Address, Benchmarks, DealId, IdentityLevel, MAX_PRICE, NetFlags, Order, OrderType,
+};
 use sonm_wasm_runtime::{JobSpec, ModuleSource};
-use sonm_worker::proto::{Exit, File, StartWasm, TaskLimits, TaskResult, TaskStatus};
+use sonm_worker::proto::{
+    Exit, File, KillCause, StartContainer, StartWasm, TaskLimits, TaskResult, TaskStatus,
+};
+use sonm_worker::receipt::Fuel;
 
 use sonm_http_query::Params;
 
+use crate::chain::Role;
 use crate::error::ApiError;
 use crate::market::AskQuery;
 use crate::node::{Node, read_input_dir};
+use crate::records::OrderStatus;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -36,8 +44,24 @@ pub const MAX_BODY: usize = 24 << 20;
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("get", "/v1/balance"),
+    ("post", "/v1/token/transfer"),
+    ("post", "/v1/token/approve"),
     ("get", "/v1/orders"),
+    ("post", "/v1/orders"),
+    ("get", "/v1/orders/own"),
+    ("get", "/v1/orders/{id}"),
+    ("post", "/v1/orders/{id}/cancel"),
+    ("get", "/v1/deals"),
+    ("post", "/v1/deals"),
     ("post", "/v1/deals/quick-buy"),
+    ("get", "/v1/deals/{id}/change-requests"),
+    ("post", "/v1/deals/{id}/change-requests"),
+    ("post", "/v1/change-requests/{id}/approve"),
+    ("post", "/v1/change-requests/{id}/cancel"),
+    ("get", "/v1/blacklist"),
+    ("post", "/v1/blacklist"),
+    ("delete", "/v1/blacklist/{address}"),
+    ("get", "/v1/profiles/{address}"),
     ("get", "/v1/deals/{id}"),
     ("post", "/v1/deals/{id}/close"),
     ("post", "/v1/deals/{id}/tasks"),
@@ -116,6 +140,126 @@ struct QuickBuy {
     worker_addr: Option<SocketAddr>,
 }
 
+/// An amount in JSON: a decimal string (amounts exceed 2^53) or a small integer.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Text(String),
+    Number(u64),
+}
+
+impl Amount {
+    fn u256(&self, what: &str) -> Result<U256, ApiError> {
+        match self {
+            Amount::Number(n) => Ok(U256::from(*n)),
+            Amount::Text(t) => U256::from_str_radix(t.trim(), 10)
+                .map_err(|e| bad(format!("{what} {t:?} is not a decimal amount: {e}"))),
+        }
+    }
+
+    fn u128(&self, what: &str) -> Result<u128, ApiError> {
+        u128::try_from(self.u256(what)?).map_err(|_| bad(format!("{what} is far too large")))
+    }
+}
+
+/// A new order of the node's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrder {
+    #[serde(rename = "type")]
+    order_type: OrderType,
+    /// The market crate's human form, e.g. `cpu-cores=2 ram-size=1GiB`; unset: all zero.
+    #[serde(default)]
+    benchmarks: Option<String>,
+    /// SNM wei per second.
+    price: Amount,
+    #[serde(default)]
+    duration: u64,
+    /// e.g. `outbound,inbound`; unset: none.
+    #[serde(default)]
+    netflags: Option<String>,
+    #[serde(default)]
+    counterparty: Option<Address>,
+    /// Required of the counterparty: anonymous, registered, identified, professional.
+    #[serde(default)]
+    identity_level: IdentityLevel,
+    /// A further party whose blacklist applies.
+    #[serde(default)]
+    blacklist: Option<Address>,
+}
+
+impl CreateOrder {
+    fn order(self) -> Result<Order, ApiError> {
+        let benchmarks = match &self.benchmarks {
+            Some(b) => b
+                .parse::<Benchmarks>()
+                .map_err(|e| bad(format!("benchmarks: {e}")))?,
+            None => Benchmarks::ZERO,
+        };
+        let netflags = match &self.netflags {
+            Some(n) => n
+                .parse::<NetFlags>()
+                .map_err(|e| bad(format!("netflags: {e}")))?,
+            None => NetFlags::default(),
+        };
+        Ok(Order {
+            id: 0,
+            order_type: self.order_type,
+            // The node's own address, set by the node.
+            author: Address::ZERO,
+            counterparty: self.counterparty,
+            duration: self.duration,
+            price: self.price.u128("price")?,
+            netflags,
+            identity_level: self.identity_level,
+            blacklist: self.blacklist,
+            tag: Default::default(),
+            benchmarks,
+        })
+    }
+}
+
+/// The body of a request that takes no options: empty or `{}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoOptions {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenDeal {
+    ask_id: u64,
+    bid_id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewChangeRequest {
+    /// SNM wei per second.
+    price: Amount,
+    /// Seconds; unset: the deal's current duration (a spot deal's stays 0).
+    #[serde(default)]
+    duration: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    to: Address,
+    amount: Amount,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approve {
+    amount: Amount,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listed {
+    address: Address,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Close {
@@ -145,6 +289,9 @@ struct LimitsIn {
     memory_bytes: Option<u64>,
     fuel: Option<u64>,
     wall_time_ms: Option<u64>,
+    /// Ask for a fuel-metered run (a deterministic count in the receipt).
+    #[serde(default)]
+    fuel_metered: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +314,23 @@ struct StartTask {
     limits: LimitsIn,
     #[serde(default)]
     worker_addr: Option<SocketAddr>,
+    /// `wasm` (default) or `container`.
+    #[serde(default)]
+    kind: TaskKind,
+    /// A container's root filesystem: a plain tar, base64 or a path on the node's machine.
+    #[serde(default)]
+    rootfs: Option<ModuleIn>,
+    /// A container's environment, `NAME=value` entries.
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TaskKind {
+    #[default]
+    Wasm,
+    Container,
 }
 
 #[derive(Debug, Serialize)]
@@ -188,6 +352,19 @@ fn exit_view(e: &Exit) -> ExitView {
             kind: "trapped",
             code: None,
             trap: Some(t.clone()),
+        },
+        // A container the worker ended: `trap` names the cause.
+        Exit::Killed(cause) => ExitView {
+            kind: "killed",
+            code: None,
+            trap: Some(
+                match cause {
+                    KillCause::OomKilled => "oom_killed",
+                    KillCause::Stopped => "stopped",
+                    KillCause::WallTime => "wall_time",
+                }
+                .into(),
+            ),
         },
     }
 }
@@ -223,7 +400,13 @@ fn result_json(r: &TaskResult) -> serde_json::Value {
             "deal": rc.deal,
             "task": rc.task,
             "module_sha256": hex(&rc.module_sha256),
-            "fuel": rc.fuel,
+            // `null` unless counted; `fuel_metering` says why (not_metered, counted, unknown).
+            "fuel": rc.fuel.count(),
+            "fuel_metering": match rc.fuel {
+                Fuel::NotMetered => "not_metered",
+                Fuel::Counted(_) => "counted",
+                Fuel::Unknown => "unknown",
+            },
             "wall_time_us": rc.wall_time_us,
             "trapped": rc.trapped,
             "exit_code": rc.exit_code,
@@ -256,6 +439,11 @@ where
 fn parse_id(what: &str, v: &str) -> Result<u64, ApiError> {
     v.parse()
         .map_err(|_| bad(format!("{what} {v:?} is not a number")))
+}
+
+fn parse_address(v: &str) -> Result<Address, ApiError> {
+    v.parse()
+        .map_err(|e| bad(format!("{v:?} is not an address: {e}")))
 }
 
 /// The request body: a JSON object (an empty body counts as `{}`).
@@ -304,16 +492,17 @@ impl Api<'_> {
             .filter(|s| !s.is_empty())
             .collect();
         let method = method.to_ascii_lowercase();
-        let only = |allowed: &str| {
-            if method == allowed {
+        let one_of = |allowed: &[&str]| {
+            if allowed.contains(&method.as_str()) {
                 Ok(())
             } else {
                 Err(ApiError::MethodNotAllowed(format!(
                     "{path} takes {}",
-                    allowed.to_uppercase()
+                    allowed.join(" or ").to_uppercase()
                 )))
             }
         };
+        let only = |allowed: &str| one_of(&[allowed]);
         let worker_addr = |params: &mut Params| params.take("worker_addr", from_str::<SocketAddr>);
         let node = self.node;
         match segments.as_slice() {
@@ -327,8 +516,13 @@ impl Api<'_> {
                 params.finish()?;
                 Ok(Answer::json(200, &node.balance()?))
             }
+            ["v1", "orders"] if method == "post" => {
+                params.finish()?;
+                let req: CreateOrder = body_json(body)?;
+                Ok(Answer::json(200, &node.create_order(req.order()?)?))
+            }
             ["v1", "orders"] => {
-                only("get")?;
+                one_of(&["get", "post"])?;
                 let kind = params.take("type", |v| Ok(v.to_owned()))?;
                 if kind.as_deref().unwrap_or("ask") != "ask" {
                     return Err(bad("only type=ask is supported so far"));
@@ -359,6 +553,139 @@ impl Api<'_> {
                 let asks: Vec<AskView> = node.find_asks(&q)?.iter().map(AskView::from).collect();
                 Ok(Answer::json(200, &serde_json::json!({ "orders": asks })))
             }
+            ["v1", "token", "transfer"] => {
+                only("post")?;
+                params.finish()?;
+                let req: Transfer = body_json(body)?;
+                let amount = req.amount.u256("amount")?;
+                Ok(Answer::json(200, &node.transfer(req.to, amount)?))
+            }
+            ["v1", "token", "approve"] => {
+                only("post")?;
+                params.finish()?;
+                let req: Approve = body_json(body)?;
+                Ok(Answer::json(
+                    200,
+                    &node.approve_market(req.amount.u256("amount")?)?,
+                ))
+            }
+            ["v1", "orders", "own"] => {
+                only("get")?;
+                let order_type = params.take("type", |v| match v {
+                    "bid" => Ok(OrderType::Bid),
+                    "ask" => Ok(OrderType::Ask),
+                    _ => Err(format!("{v:?} is not bid or ask")),
+                })?;
+                let status = params.take("status", from_str::<OrderStatus>)?;
+                params.finish()?;
+                let orders = node.orders(order_type, status)?;
+                Ok(Answer::json(200, &serde_json::json!({ "orders": orders })))
+            }
+            ["v1", "orders", id] => {
+                only("get")?;
+                params.finish()?;
+                Ok(Answer::json(200, &node.order(parse_id("order id", id)?)?))
+            }
+            ["v1", "orders", id, "cancel"] => {
+                only("post")?;
+                params.finish()?;
+                let id = parse_id("order id", id)?;
+                body_json::<NoOptions>(body)?;
+                Ok(Answer::json(200, &node.cancel_order(id)?))
+            }
+            ["v1", "deals"] if method == "post" => {
+                params.finish()?;
+                let req: OpenDeal = body_json(body)?;
+                Ok(Answer::json(200, &node.open_deal(req.ask_id, req.bid_id)?))
+            }
+            ["v1", "deals"] => {
+                one_of(&["get", "post"])?;
+                let role = params.take("role", from_str::<Role>)?;
+                let status = params.take("status", |v| match v {
+                    "active" | "closed" => Ok(v.to_owned()),
+                    _ => Err(format!("{v:?} is not active or closed")),
+                })?;
+                params.finish()?;
+                let deals = node.deals(role.unwrap_or(Role::Any), status.as_deref())?;
+                Ok(Answer::json(200, &serde_json::json!({ "deals": deals })))
+            }
+            ["v1", "deals", id, "change-requests"] if method == "post" => {
+                params.finish()?;
+                let id = parse_id("deal id", id)?;
+                let req: NewChangeRequest = body_json(body)?;
+                let price = req.price.u128("price")?;
+                let duration = match req.duration {
+                    Some(d) => d,
+                    None => node.deal(id)?.duration,
+                };
+                Ok(Answer::json(
+                    200,
+                    &node.create_change_request(id, price, duration)?,
+                ))
+            }
+            ["v1", "deals", id, "change-requests"] => {
+                one_of(&["get", "post"])?;
+                params.finish()?;
+                let requests = node.change_requests(parse_id("deal id", id)?)?;
+                Ok(Answer::json(
+                    200,
+                    &serde_json::json!({ "change_requests": requests }),
+                ))
+            }
+            [
+                "v1",
+                "change-requests",
+                id,
+                decision @ ("approve" | "cancel"),
+            ] => {
+                only("post")?;
+                params.finish()?;
+                let id = parse_id("change request id", id)?;
+                body_json::<NoOptions>(body)?;
+                Ok(Answer::json(
+                    200,
+                    &node.decide_change_request(id, *decision == "approve")?,
+                ))
+            }
+            ["v1", "blacklist"] if method == "post" => {
+                params.finish()?;
+                let req: Listed = body_json(body)?;
+                let listed = node.set_listed(req.address, true)?;
+                Ok(Answer::json(
+                    200,
+                    &serde_json::json!({ "owner": node.address(), "listed": listed }),
+                ))
+            }
+            ["v1", "blacklist"] => {
+                one_of(&["get", "post"])?;
+                let owner = params.take("owner", from_str::<Address>)?;
+                params.finish()?;
+                let owner = owner.unwrap_or(node.address());
+                let listed = node.blacklist(owner)?;
+                Ok(Answer::json(
+                    200,
+                    &serde_json::json!({ "owner": owner, "listed": listed }),
+                ))
+            }
+            ["v1", "blacklist", who] => {
+                only("delete")?;
+                params.finish()?;
+                let who = parse_address(who)?;
+                let listed = node.set_listed(who, false)?;
+                Ok(Answer::json(
+                    200,
+                    &serde_json::json!({ "owner": node.address(), "listed": listed }),
+                ))
+            }
+            ["v1", "profiles", who] => {
+                only("get")?;
+                params.finish()?;
+                let who = match *who {
+                    "me" => node.address(),
+                    other => parse_address(other)?,
+                };
+                Ok(Answer::json(200, &node.profile(who)?))
+            }
             ["v1", "deals", "quick-buy"] => {
                 only("post")?;
                 params.finish()?;
@@ -387,8 +714,12 @@ impl Api<'_> {
                 let deal = parse_id("deal id", id)?;
                 let req: StartTask = body_json(body)?;
                 let worker_addr = req.worker_addr;
-                let start = start_wasm(deal, req)?;
-                let task = node.start_task(start, worker_addr)?;
+                let task = match req.kind {
+                    TaskKind::Wasm => node.start_task(start_wasm(deal, req)?, worker_addr)?,
+                    TaskKind::Container => {
+                        node.start_container(start_container(deal, req)?, worker_addr)?
+                    }
+                };
                 Ok(Answer::json(
                     200,
                     &serde_json::json!({ "deal": deal, "task": task }),
@@ -474,8 +805,47 @@ impl Api<'_> {
     }
 }
 
+/// Builds a container request from the API's task request (reading the rootfs it names).
+fn start_container(deal: DealId, req: StartTask) -> Result<StartContainer, ApiError> {
+    if req.job_spec.is_some() || req.module.is_some() || !req.inputs.is_empty() {
+        return Err(bad(
+            "a container takes a rootfs, args and env (no module, job_spec or inputs)",
+        ));
+    }
+    if req.input_dir.is_some() || req.limits.fuel.is_some() || req.limits.fuel_metered {
+        return Err(bad("a container takes no input_dir and counts no fuel"));
+    }
+    if req.args.is_empty() {
+        return Err(bad("a container needs args (the program to run)"));
+    }
+    let rootfs = match req.rootfs {
+        None => return Err(bad("a container needs a rootfs (a tar)")),
+        Some(ModuleIn::Base64(b)) => B64
+            .decode(b.as_bytes())
+            .map_err(|e| bad(format!("rootfs is not base64: {e}")))?,
+        Some(ModuleIn::Path(p)) => {
+            std::fs::read(&p).map_err(|e| bad(format!("reading rootfs {}: {e}", p.display())))?
+        }
+    };
+    Ok(StartContainer {
+        deal,
+        rootfs,
+        args: req.args,
+        env: req.env,
+        limits: TaskLimits {
+            memory_bytes: req.limits.memory_bytes,
+            fuel: None,
+            wall_time_ms: req.limits.wall_time_ms,
+            fuel_metered: false,
+        },
+    })
+}
+
 /// Builds the worker request from the API's task request (reading the files it names).
 fn start_wasm(deal: DealId, req: StartTask) -> Result<StartWasm, ApiError> {
+    if req.kind != TaskKind::Wasm || req.rootfs.is_some() || !req.env.is_empty() {
+        return Err(bad("rootfs and env are for kind = \"container\""));
+    }
     let read = |p: &PathBuf| {
         std::fs::read(p).map_err(|e| bad(format!("reading module {}: {e}", p.display())))
     };
@@ -484,6 +854,7 @@ fn start_wasm(deal: DealId, req: StartTask) -> Result<StartWasm, ApiError> {
         memory_bytes: req.limits.memory_bytes,
         fuel: req.limits.fuel,
         wall_time_ms: req.limits.wall_time_ms,
+        fuel_metered: req.limits.fuel_metered,
     };
     let mut input_dir = req.input_dir;
     let module = match (req.job_spec, req.module) {
@@ -506,6 +877,7 @@ fn start_wasm(deal: DealId, req: StartTask) -> Result<StartWasm, ApiError> {
                 memory_bytes: limits.memory_bytes.or(Some(spec.limits.memory_bytes)),
                 fuel: limits.fuel.or(spec.limits.fuel),
                 wall_time_ms: limits.wall_time_ms.or(Some(spec.limits.wall_time_ms)),
+                fuel_metered: limits.fuel_metered,
             };
             match spec.module {
                 ModuleSource::Path(p) => read(&p)?,
@@ -560,11 +932,75 @@ pub fn openapi() -> serde_json::Value {
         json!({ "required": true, "description": description,
                 "content": { "application/json": { "schema": schema } } })
     };
+    let address_param = json!({ "name": "address", "in": "path", "required": true, "schema": { "type": "string" } });
+    let order_schema = json!({ "type": "object", "required": ["type", "price"], "properties": {
+        "type": { "type": "string", "enum": ["bid", "ask"] },
+        "benchmarks": { "type": "string", "description": "e.g. \"cpu-cores=2 ram-size=1GiB\"" },
+        "price": { "type": "string", "description": "SNM wei per second" },
+        "duration": { "type": "integer", "description": "seconds; 0 = spot" },
+        "netflags": { "type": "string", "description": "e.g. outbound,inbound" },
+        "counterparty": { "type": "string" },
+        "identity_level": { "type": "string", "enum": ["anonymous", "registered", "identified", "professional"] },
+        "blacklist": { "type": "string" } } });
     let worker_addr = query(
         "worker_addr",
         "host:port of the supplier's task service, if the node's config does not know it",
     );
-    json!({
+    // The node's own orders, deals, change requests, token, blacklist and profiles: a document
+    // of their own, merged below (one `json!` of every path exceeds the macro's recursion).
+    let account = json!({
+            "/v1/orders": {
+                "post": {
+                "summary": "Place an order of the node's own (Market.placeOrder): a BID (its frozen sum approved first if needed) or an ASK",
+                "requestBody": body("the order", order_schema.clone()),
+                "responses": ok("the order, with its id") } },
+            "/v1/orders/own": { "get": {
+                "summary": "The node's own orders by id (from the DWH when configured, else the chain's logs)",
+                "parameters": [query("type", "bid or ask"), query("status", "active, cancelled or matched")],
+                "responses": ok("{orders: [Order]}") } },
+            "/v1/orders/{id}": { "get": { "summary": "An order and its status (active, cancelled, matched with its deal)", "parameters": [path_param("id")], "responses": ok("the order") } },
+            "/v1/orders/{id}/cancel": { "post": { "summary": "Cancel an active order of the node's own (Market.cancelOrder; a bid's frozen sum returns)", "parameters": [path_param("id")], "responses": ok("the cancelled order") } },
+            "/v1/deals": {
+                "get": {
+                    "summary": "The node's deals (from the DWH when configured, else the chain's logs), each as the chain has it",
+                    "parameters": [query("role", "any (default), consumer or supplier"), query("status", "active or closed")],
+                    "responses": ok("{deals: [Deal]}") },
+                "post": {
+                    "summary": "Open a deal from an active ask and an active bid (Market.openDeal; the chain checks the match)",
+                    "requestBody": body("the orders", json!({ "type": "object", "required": ["ask_id", "bid_id"], "properties": {
+                        "ask_id": { "type": "integer" }, "bid_id": { "type": "integer" } } })),
+                    "responses": ok("the deal") } },
+            "/v1/deals/{id}/change-requests": {
+                "get": { "summary": "A deal's change requests, oldest first", "parameters": [path_param("id")], "responses": ok("{change_requests: [ChangeRequest]}") },
+                "post": {
+                    "summary": "Ask the other side for a new price (and duration); a change only in the other side's favour applies at once",
+                    "parameters": [path_param("id")],
+                    "requestBody": body("the change", json!({ "type": "object", "required": ["price"], "properties": {
+                        "price": { "type": "string", "description": "SNM wei per second" },
+                        "duration": { "type": "integer", "description": "seconds; default: the deal's" } } })),
+                    "responses": ok("the change request: {id, deal, requester, price, duration, status: pending|approved|cancelled}") } },
+            "/v1/change-requests/{id}/approve": { "post": { "summary": "Approve the other side's pending change request", "parameters": [path_param("id")], "responses": ok("the change request") } },
+            "/v1/change-requests/{id}/cancel": { "post": { "summary": "Withdraw (ours) or reject (theirs) a pending change request", "parameters": [path_param("id")], "responses": ok("the change request") } },
+            "/v1/token/transfer": { "post": {
+                "summary": "Send SNM (SNM.transfer)",
+                "requestBody": body("recipient and amount", json!({ "type": "object", "required": ["to", "amount"], "properties": {
+                    "to": { "type": "string" }, "amount": { "type": "string", "description": "SNM wei" } } })),
+                "responses": ok("the balances after") } },
+            "/v1/token/approve": { "post": {
+                "summary": "Set what the Market may pull (SNM.approve)",
+                "requestBody": body("the allowance", json!({ "type": "object", "required": ["amount"], "properties": {
+                    "amount": { "type": "string", "description": "SNM wei" } } })),
+                "responses": ok("the balances after") } },
+            "/v1/blacklist": {
+                "get": { "summary": "The addresses a blacklist holds", "parameters": [query("owner", "whose list (default: the node's)")], "responses": ok("{owner, listed: [address]}") },
+                "post": {
+                    "summary": "Add an address to the node's blacklist (Blacklist.add)",
+                    "requestBody": body("the address", json!({ "type": "object", "required": ["address"], "properties": { "address": { "type": "string" } } })),
+                    "responses": ok("{owner, listed}") } },
+            "/v1/blacklist/{address}": { "delete": { "summary": "Remove an address from the node's blacklist (Blacklist.remove)", "parameters": [address_param.clone()], "responses": ok("{owner, listed}") } },
+            "/v1/profiles/{address}": { "get": { "summary": "Identity level, confirmed master and certificates of an address (`me`: the node's)", "parameters": [address_param], "responses": ok("{address, identity_level, master, certificates: [{id, validator, attribute_type, value, revoked}]}") } },
+    });
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "sonm-node",
@@ -599,7 +1035,7 @@ pub fn openapi() -> serde_json::Value {
                 "requestBody": body("options", json!({ "type": "object", "properties": { "blacklist": { "type": "boolean" } } })),
                 "responses": ok("the closed deal") } },
             "/v1/deals/{id}/tasks": { "post": {
-                "summary": "Start a WASM task on the deal's worker",
+                "summary": "Start a WASM task (or, with kind = container, a native container) on the deal's worker",
                 "parameters": [path_param("id")],
                 "requestBody": body("the job: a job_spec path, or a module with inputs", json!({ "type": "object", "properties": {
                     "job_spec": { "type": "string", "description": "a sonm-wasm-runtime job spec on the node's machine" },
@@ -607,8 +1043,11 @@ pub fn openapi() -> serde_json::Value {
                     "args": { "type": "array", "items": { "type": "string" } },
                     "inputs": { "type": "array", "items": { "type": "object", "properties": { "path": { "type": "string" }, "base64": { "type": "string" } } } },
                     "input_dir": { "type": "string" },
-                    "limits": { "type": "object", "properties": { "memory_bytes": { "type": "integer" }, "fuel": { "type": "integer" }, "wall_time_ms": { "type": "integer" } } },
-                    "worker_addr": { "type": "string" } } })),
+                    "limits": { "type": "object", "properties": { "memory_bytes": { "type": "integer" }, "fuel": { "type": "integer" }, "wall_time_ms": { "type": "integer" }, "fuel_metered": { "type": "boolean" } } },
+                    "worker_addr": { "type": "string" },
+                    "kind": { "type": "string", "enum": ["wasm", "container"] },
+                    "rootfs": { "type": "object", "description": "a container's rootfs tar: {\"base64\": ...} or {\"path\": ...}" },
+                    "env": { "type": "array", "items": { "type": "string" }, "description": "a container's NAME=value entries" } } })),
                 "responses": ok("{deal, task}") } },
             "/v1/deals/{id}/tasks/{task}": { "get": { "summary": "A task's status", "parameters": [path_param("id"), path_param("task"), worker_addr.clone()], "responses": ok("{deal, task, status: running|finished|failed, exit, error}") } },
             "/v1/deals/{id}/tasks/{task}/result": { "get": { "summary": "A finished task's stdout, outputs (base64) and usage receipt, verified against the deal's supplier", "parameters": [path_param("id"), path_param("task"), worker_addr.clone()], "responses": ok("the result") } },
@@ -616,7 +1055,16 @@ pub fn openapi() -> serde_json::Value {
         },
         "components": { "schemas": { "Error": { "type": "object", "required": ["code", "message"], "properties": {
             "code": { "type": "string" }, "message": { "type": "string" } } } } }
-    })
+    });
+    if let (Some(paths), Some(more)) = (doc["paths"].as_object_mut(), account.as_object()) {
+        for (path, ops) in more {
+            let entry = paths.entry(path.clone()).or_insert_with(|| json!({}));
+            if let (Some(entry), Some(ops)) = (entry.as_object_mut(), ops.as_object()) {
+                entry.extend(ops.clone());
+            }
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -674,5 +1122,39 @@ mod tests {
         assert_eq!(s.module, b"\0asm");
         assert_eq!(s.inputs[0].bytes, b"abc");
         assert!(serde_json::from_str::<StartTask>(r#"{"modul": 1}"#).is_err());
+    }
+
+    #[test]
+    fn a_container_request_takes_a_rootfs_args_and_env_only() {
+        let parse = |s: &str| serde_json::from_str::<StartTask>(s).unwrap();
+        let c = start_container(
+            1,
+            parse(
+                r#"{"kind": "container", "rootfs": {"base64": "YWJj"}, "args": ["echo", "hi"],
+                    "env": ["A=1"], "limits": {"memory_bytes": 1024, "wall_time_ms": null}}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.rootfs.as_slice(), c.env.as_slice()),
+            (&b"abc"[..], &["A=1".to_string()][..])
+        );
+        assert_eq!(c.args, ["echo", "hi"]);
+        assert_eq!(c.limits.memory_bytes, Some(1024));
+        for bad in [
+            r#"{"kind": "container", "args": ["x"]}"#,
+            r#"{"kind": "container", "rootfs": {"base64": "YWJj"}}"#,
+            r#"{"kind": "container", "rootfs": {"base64": "YWJj"}, "args": ["x"], "module": {"base64": "AA=="}}"#,
+            r#"{"kind": "container", "rootfs": {"base64": "YWJj"}, "args": ["x"], "limits": {"fuel_metered": true}}"#,
+        ] {
+            assert!(
+                matches!(start_container(1, parse(bad)), Err(ApiError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        // A WASM task with a container's fields is refused, not half-read.
+        let wasm = parse(r#"{"module": {"base64": "AGFzbQ=="}, "env": ["A=1"]}"#);
+        assert!(matches!(start_wasm(1, wasm), Err(ApiError::BadRequest(_))));
+        assert!(serde_json::from_str::<StartTask>(r#"{"kind": "vm"}"#).is_err());
     }
 }

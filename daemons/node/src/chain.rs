@@ -1,18 +1,24 @@
 //! The customer's side of the contracts, through `sonm-contracts`: balances, the Market allowance,
 //! quick-buy, deals, closing. Every call runs inside `async_compat::Compat` (alloy's HTTP client
-//! needs a tokio reactor), so callers stay on smol.
+//! needs a tokio reactor), so callers stay on smol. The chain is reached through one or more RPC
+//! endpoints with failover (`sonm_contracts::rpc`); transactions go through
+//! `sonm_contracts::tx::TxSender` (signed once, never sent afresh after a failover).
 
 use alloy::primitives::{U256, aliases::U96};
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::transports::http::reqwest::Url;
 use async_compat::Compat;
 use serde::Serialize;
+use sonm_contracts::tx::{self, TxError, TxSender};
 use sonm_contracts::{
-    Addresses, Blacklist, Market, ProfileRegistry, SNM, chain_order, gas_with_margin,
-    order_id_from_chain,
+    Addresses, Blacklist, Failover, FailoverOptions, Market, ProfileRegistry, RpcError, RpcUrls,
+    SNM, chain_order, order_id_from_chain,
 };
-use sonm_market::{Address, DealId, IdentityLevel, Order, OrderId, StaticContext};
+use sonm_market::{Address, DealId, IdentityLevel, Order, OrderId, OrderType, StaticContext};
+
+use crate::records::{
+    CertificateView, ChangeRequestView, ChangeStatus, OrderRecord, OrderStatus, ProfileView,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -21,15 +27,12 @@ pub enum ChainError {
     /// The contract refused: its custom error, decoded.
     #[error("{what} refused by the Market contract: {reason}")]
     Refused { what: &'static str, reason: String },
-    #[error("{what}: transaction reverted")]
-    Reverted { what: &'static str },
-    #[error("{what}: the receipt has no {event} event")]
-    NoEvent {
-        what: &'static str,
-        event: &'static str,
-    },
-    #[error("chain id is {actual}, the addresses file is for {expected}")]
-    WrongChain { expected: u64, actual: u64 },
+    /// A transaction that did not go through (a refusal becomes [`ChainError::Refused`]).
+    #[error(transparent)]
+    Tx(TxError),
+    /// The endpoints: one on another chain, none answering, a bad URL.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     #[error("value out of range: {0}")]
     Range(&'static str),
     #[error("order read from the chain: {0}")]
@@ -48,6 +51,19 @@ fn call_err(what: &'static str) -> impl FnOnce(alloy::contract::Error) -> ChainE
             what,
             message: e.to_string(),
         },
+    }
+}
+
+impl From<TxError> for ChainError {
+    fn from(e: TxError) -> Self {
+        match e {
+            // One refusal for the API however it was found (a call or a transaction).
+            TxError::Refused { what, error } => ChainError::Refused {
+                what,
+                reason: format!("{error:?}"),
+            },
+            other => ChainError::Tx(other),
+        }
     }
 }
 
@@ -73,7 +89,10 @@ pub struct Balance {
     pub market_allowance: U256,
 }
 
-fn as_string<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_string<S: serde::Serializer, T: std::fmt::Display>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -107,31 +126,27 @@ pub struct DealView {
 #[derive(Debug, Clone)]
 pub struct Chain {
     provider: DynProvider,
+    sender: TxSender,
     addresses: Addresses,
     me: Address,
 }
 
 impl Chain {
-    /// Connects to `rpc_url` and checks that it is the chain of `addresses`.
+    /// Connects to `rpc` (failing over between its endpoints) and checks that every endpoint
+    /// that answers is the chain of `addresses`.
     pub async fn connect(
-        rpc_url: Url,
+        rpc: &RpcUrls,
         signer: PrivateKeySigner,
         addresses: Addresses,
     ) -> Result<Self, ChainError> {
         let me = signer.address();
-        let provider = sonm_contracts::deploy::signing_provider(rpc_url, signer);
-        let p = provider.clone();
-        let actual = Compat::new(async move { p.get_chain_id().await })
-            .await
-            .map_err(rpc_err("eth_chainId"))?;
-        if actual != addresses.chain_id {
-            return Err(ChainError::WrongChain {
-                expected: addresses.chain_id,
-                actual,
-            });
-        }
+        let failover = Failover::new(rpc, addresses.chain_id, FailoverOptions::default())?;
+        Compat::new(failover.probe()).await?;
+        let provider = failover.signing_provider(signer.clone());
+        let sender = TxSender::new(provider.clone(), signer, addresses.chain_id);
         Ok(Self {
             provider,
+            sender,
             addresses,
             me,
         })
@@ -155,6 +170,22 @@ impl Chain {
 
     fn snm(&self) -> SNM::SNMInstance<DynProvider> {
         SNM::new(self.addresses.contracts.snm, self.provider.clone())
+    }
+
+    fn blacklist(&self) -> Blacklist::BlacklistInstance<DynProvider> {
+        Blacklist::new(self.addresses.contracts.blacklist, self.provider.clone())
+    }
+
+    fn profiles(&self) -> ProfileRegistry::ProfileRegistryInstance<DynProvider> {
+        ProfileRegistry::new(
+            self.addresses.contracts.profile_registry,
+            self.provider.clone(),
+        )
+    }
+
+    /// Logs are read from the deployment on: nothing of ours is older.
+    fn first_block(&self) -> u64 {
+        self.addresses.deploy_block
     }
 
     pub async fn balance(&self) -> Result<Balance, ChainError> {
@@ -189,31 +220,19 @@ impl Chain {
     /// Makes sure the Market may pull at least `needed` SNM wei (approves "unlimited" if not).
     pub async fn ensure_allowance(&self, needed: U256) -> Result<(), ChainError> {
         let (snm, me, market) = (self.snm(), self.me, self.addresses.contracts.market);
+        let sender = self.sender.clone();
         Compat::new(async move {
             let have = snm
                 .allowance(me, market)
                 .call()
                 .await
                 .map_err(call_err("allowance"))?;
-            if have >= needed {
-                return Ok(());
+            if have < needed {
+                sender
+                    .send("approve", snm.approve(market, U256::MAX))
+                    .await?;
             }
-            let receipt = snm
-                .approve(market, U256::MAX)
-                .send()
-                .await
-                .map_err(call_err("approve"))?
-                .get_receipt()
-                .await
-                .map_err(|e| ChainError::Call {
-                    what: "approve",
-                    message: e.to_string(),
-                })?;
-            if receipt.status() {
-                Ok(())
-            } else {
-                Err(ChainError::Reverted { what: "approve" })
-            }
+            Ok(())
         })
         .await
     }
@@ -221,31 +240,15 @@ impl Chain {
     /// `quickBuy(ask, duration)`: the bid and the deal in one transaction. Returns the deal id.
     pub async fn quick_buy(&self, ask: &Order, duration: u64) -> Result<DealId, ChainError> {
         const WHAT: &str = "quickBuy";
-        let market = self.market();
+        let (market, sender) = (self.market(), self.sender.clone());
         let (id, chain) = (U256::from(ask.id), chain_order(ask));
         let receipt = Compat::new(async move {
-            let call = market.quickBuy(id, chain, duration);
-            let gas = call.estimate_gas().await.map_err(call_err(WHAT))?;
-            let pending = call
-                .gas(gas_with_margin(gas))
-                .send()
+            sender
+                .send(WHAT, market.quickBuy(id, chain, duration))
                 .await
-                .map_err(call_err(WHAT))?;
-            pending.get_receipt().await.map_err(|e| ChainError::Call {
-                what: WHAT,
-                message: e.to_string(),
-            })
         })
         .await?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted { what: WHAT });
-        }
-        let event = receipt
-            .decoded_log::<Market::DealOpened>()
-            .ok_or(ChainError::NoEvent {
-                what: WHAT,
-                event: "DealOpened",
-            })?;
+        let event = tx::event::<Market::DealOpened>(WHAT, &receipt)?;
         u64::try_from(event.dealId).map_err(|_| ChainError::Range("deal id"))
     }
 
@@ -300,29 +303,14 @@ impl Chain {
 
     /// `closeDeal(id, blacklist)`.
     pub async fn close_deal(&self, id: DealId, blacklist: bool) -> Result<(), ChainError> {
-        const WHAT: &str = "closeDeal";
-        let market = self.market();
+        let (market, sender) = (self.market(), self.sender.clone());
         Compat::new(async move {
-            let call = market.closeDeal(U256::from(id), blacklist);
-            let gas = call.estimate_gas().await.map_err(call_err(WHAT))?;
-            let receipt = call
-                .gas(gas_with_margin(gas))
-                .send()
+            sender
+                .send("closeDeal", market.closeDeal(U256::from(id), blacklist))
                 .await
-                .map_err(call_err(WHAT))?
-                .get_receipt()
-                .await
-                .map_err(|e| ChainError::Call {
-                    what: WHAT,
-                    message: e.to_string(),
-                })?;
-            if receipt.status() {
-                Ok(())
-            } else {
-                Err(ChainError::Reverted { what: WHAT })
-            }
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// What the match rule needs to judge `asks` for the customer `me` (whose bids require no
@@ -445,5 +433,394 @@ impl Chain {
             gone.push(order_id_from_chain(e.askId)?);
         }
         Ok((asks, gone))
+    }
+}
+
+/// Whose side of a deal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Any,
+    Consumer,
+    Supplier,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "any" => Ok(Role::Any),
+            "consumer" => Ok(Role::Consumer),
+            "supplier" => Ok(Role::Supplier),
+            _ => Err(format!("{s:?} is not any, consumer or supplier")),
+        }
+    }
+}
+
+fn change_status(code: u8) -> Option<ChangeStatus> {
+    match code {
+        1 => Some(ChangeStatus::Pending),
+        2 => Some(ChangeStatus::Approved),
+        3 => Some(ChangeStatus::Cancelled),
+        _ => None,
+    }
+}
+
+/// Orders, deals, change requests, tokens, blacklists and profiles: the node's own business,
+/// read from the chain's logs and views when no DWH is configured.
+impl Chain {
+    /// `placeOrder(order)` (a bid's frozen sum must be approved first). Returns the order id.
+    pub async fn place_order(&self, order: &Order) -> Result<OrderId, ChainError> {
+        const WHAT: &str = "placeOrder";
+        let (market, sender, chain) = (self.market(), self.sender.clone(), chain_order(order));
+        let receipt =
+            Compat::new(async move { sender.send(WHAT, market.placeOrder(chain)).await }).await?;
+        let event = tx::event::<Market::OrderPlaced>(WHAT, &receipt)?;
+        Ok(order_id_from_chain(event.orderId)?)
+    }
+
+    /// `cancelOrder(id, order)`: the chain checks the order against its stored hash.
+    pub async fn cancel_order(&self, order: &Order) -> Result<(), ChainError> {
+        let (market, sender) = (self.market(), self.sender.clone());
+        let (id, chain) = (U256::from(order.id), chain_order(order));
+        Compat::new(async move {
+            sender
+                .send("cancelOrder", market.cancelOrder(id, chain))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `openDeal(ask, bid)`. Returns the deal id.
+    pub async fn open_deal(&self, ask: &Order, bid: &Order) -> Result<DealId, ChainError> {
+        const WHAT: &str = "openDeal";
+        let (market, sender) = (self.market(), self.sender.clone());
+        let (ask_id, ask_c, bid_id, bid_c) = (
+            U256::from(ask.id),
+            chain_order(ask),
+            U256::from(bid.id),
+            chain_order(bid),
+        );
+        let receipt = Compat::new(async move {
+            sender
+                .send(WHAT, market.openDeal(ask_id, ask_c, bid_id, bid_c))
+                .await
+        })
+        .await?;
+        let event = tx::event::<Market::DealOpened>(WHAT, &receipt)?;
+        u64::try_from(event.dealId).map_err(|_| ChainError::Range("deal id"))
+    }
+
+    /// `(ask, bid) → deal` of the deals `party` is in as `role`.
+    async fn deals_opened(
+        &self,
+        party: Address,
+        role: Role,
+    ) -> Result<Vec<(OrderId, OrderId, DealId)>, ChainError> {
+        let (market, from) = (self.market(), self.first_block());
+        let word = party.into_word();
+        let logs = Compat::new(async move {
+            let mut logs = Vec::new();
+            if role != Role::Consumer {
+                let f = market.DealOpened_filter().topic2(word).from_block(from);
+                logs.extend(f.query().await?);
+            }
+            if role != Role::Supplier {
+                let f = market.DealOpened_filter().topic3(word).from_block(from);
+                logs.extend(f.query().await?);
+            }
+            Ok::<_, alloy::contract::Error>(logs)
+        })
+        .await
+        .map_err(call_err("DealOpened logs"))?;
+        let mut out = Vec::with_capacity(logs.len());
+        for (e, _) in logs {
+            out.push((
+                order_id_from_chain(e.askId)?,
+                order_id_from_chain(e.bidId)?,
+                u64::try_from(e.dealId).map_err(|_| ChainError::Range("deal id"))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The ids of the deals `party` is in as `role`, oldest first.
+    pub async fn deal_ids(&self, party: Address, role: Role) -> Result<Vec<DealId>, ChainError> {
+        let mut ids: Vec<DealId> = self
+            .deals_opened(party, role)
+            .await?
+            .into_iter()
+            .map(|(_, _, d)| d)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Every order `author` placed, with its status, oldest first.
+    pub async fn orders_of(&self, author: Address) -> Result<Vec<OrderRecord>, ChainError> {
+        let (market, from) = (self.market(), self.first_block());
+        let word = author.into_word();
+        let (placed, cancelled) = Compat::new(async move {
+            let placed = market
+                .OrderPlaced_filter()
+                .topic3(word)
+                .from_block(from)
+                .query()
+                .await?;
+            let cancelled = market
+                .OrderCancelled_filter()
+                .topic2(word)
+                .from_block(from)
+                .query()
+                .await?;
+            Ok::<_, alloy::contract::Error>((placed, cancelled))
+        })
+        .await
+        .map_err(call_err("order logs"))?;
+        let taken = self.deals_opened(author, Role::Any).await?;
+        let mut cancelled_ids = std::collections::HashSet::new();
+        for (e, _) in cancelled {
+            cancelled_ids.insert(order_id_from_chain(e.orderId)?);
+        }
+        let mut out = Vec::with_capacity(placed.len());
+        for (e, _) in placed {
+            let order = sonm_contracts::market_order(order_id_from_chain(e.orderId)?, &e.order)?;
+            let deal = taken.iter().find_map(|&(ask, bid, deal)| {
+                let ours = match order.order_type {
+                    OrderType::Ask => ask,
+                    OrderType::Bid => bid,
+                };
+                (ours == order.id).then_some(deal)
+            });
+            let status = if cancelled_ids.contains(&order.id) {
+                OrderStatus::Cancelled
+            } else if deal.is_some() {
+                OrderStatus::Matched
+            } else {
+                OrderStatus::Active
+            };
+            out.push(OrderRecord {
+                order,
+                status,
+                deal,
+            });
+        }
+        out.sort_by_key(|r| r.order.id);
+        Ok(out)
+    }
+
+    /// One order and its status, or `None` if no order has this id.
+    pub async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, ChainError> {
+        let (market, from) = (self.market(), self.first_block());
+        let placed = Compat::new(async move {
+            market
+                .OrderPlaced_filter()
+                .topic1(U256::from(id))
+                .from_block(from)
+                .query()
+                .await
+        })
+        .await
+        .map_err(call_err("OrderPlaced logs"))?;
+        let Some((e, _)) = placed.first() else {
+            return Ok(None);
+        };
+        let author = e.order.author;
+        // The author's view has the status; it is one scan of that author's logs.
+        Ok(self
+            .orders_of(author)
+            .await?
+            .into_iter()
+            .find(|r| r.order.id == id))
+    }
+
+    /// `createChangeRequest(deal, price, duration)`. Returns the request.
+    pub async fn create_change_request(
+        &self,
+        deal: DealId,
+        price: u128,
+        duration: u64,
+    ) -> Result<u64, ChainError> {
+        const WHAT: &str = "createChangeRequest";
+        let (market, sender) = (self.market(), self.sender.clone());
+        let receipt = Compat::new(async move {
+            sender
+                .send(
+                    WHAT,
+                    market.createChangeRequest(U256::from(deal), U256::from(price), duration),
+                )
+                .await
+        })
+        .await?;
+        let event = tx::event::<Market::ChangeRequestCreated>(WHAT, &receipt)?;
+        u64::try_from(event.requestId).map_err(|_| ChainError::Range("request id"))
+    }
+
+    /// `approveChangeRequest(id)` (`approve`) or `cancelChangeRequest(id)`.
+    pub async fn decide_change_request(&self, id: u64, approve: bool) -> Result<(), ChainError> {
+        let (market, sender, id) = (self.market(), self.sender.clone(), U256::from(id));
+        Compat::new(async move {
+            if approve {
+                let call = market.approveChangeRequest(id);
+                sender.send("approveChangeRequest", call).await
+            } else {
+                let call = market.cancelChangeRequest(id);
+                sender.send("cancelChangeRequest", call).await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The change requests of `deal` (all of them, if `deal` is `None`, only `id`), oldest
+    /// first.
+    pub async fn change_requests(
+        &self,
+        deal: Option<DealId>,
+        id: Option<u64>,
+    ) -> Result<Vec<ChangeRequestView>, ChainError> {
+        let (market, from) = (self.market(), self.first_block());
+        let m = market.clone();
+        let created = Compat::new(async move {
+            let mut f = m.ChangeRequestCreated_filter().from_block(from);
+            if let Some(d) = deal {
+                f = f.topic2(U256::from(d));
+            }
+            if let Some(i) = id {
+                f = f.topic1(U256::from(i));
+            }
+            f.query().await
+        })
+        .await
+        .map_err(call_err("ChangeRequestCreated logs"))?;
+        let mut out = Vec::with_capacity(created.len());
+        for (e, _) in created {
+            let market = market.clone();
+            let request = e.requestId;
+            let r = Compat::new(async move { market.changeRequests(request).call().await })
+                .await
+                .map_err(call_err("changeRequests"))?;
+            let status = change_status(r.status).ok_or(ChainError::Range("change status"))?;
+            out.push(ChangeRequestView {
+                id: u64::try_from(e.requestId).map_err(|_| ChainError::Range("request id"))?,
+                deal: r.dealId,
+                requester: e.requester,
+                price: r.price.to::<u128>(),
+                duration: r.duration.to::<u64>(),
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `SNM.transfer(to, amount)`.
+    pub async fn transfer(&self, to: Address, amount: U256) -> Result<(), ChainError> {
+        let (snm, sender) = (self.snm(), self.sender.clone());
+        Compat::new(async move { sender.send("transfer", snm.transfer(to, amount)).await }).await?;
+        Ok(())
+    }
+
+    /// `SNM.approve(market, amount)`: what the Market may pull from now on.
+    pub async fn approve_market(&self, amount: U256) -> Result<(), ChainError> {
+        let (snm, sender, market) = (
+            self.snm(),
+            self.sender.clone(),
+            self.addresses.contracts.market,
+        );
+        Compat::new(async move { sender.send("approve", snm.approve(market, amount)).await })
+            .await?;
+        Ok(())
+    }
+
+    /// `Blacklist.add(who)` or `Blacklist.remove(who)` on the node's own list.
+    pub async fn set_listed(&self, who: Address, listed: bool) -> Result<(), ChainError> {
+        let (blacklist, sender) = (self.blacklist(), self.sender.clone());
+        Compat::new(async move {
+            if listed {
+                sender.send("blacklist add", blacklist.add(who)).await
+            } else {
+                sender.send("blacklist remove", blacklist.remove(who)).await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The addresses `owner` lists now: those its `Blacklisted` logs name, still listed.
+    pub async fn blacklist_of(&self, owner: Address) -> Result<Vec<Address>, ChainError> {
+        let (blacklist, from) = (self.blacklist(), self.first_block());
+        let b = blacklist.clone();
+        let added = Compat::new(async move {
+            b.Blacklisted_filter()
+                .topic1(owner.into_word())
+                .from_block(from)
+                .query()
+                .await
+        })
+        .await
+        .map_err(call_err("Blacklisted logs"))?;
+        let mut candidates: Vec<Address> = added.into_iter().map(|(e, _)| e.who).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut out = Vec::new();
+        for who in candidates {
+            let b = blacklist.clone();
+            let listed = Compat::new(async move { b.isListed(owner, who).call().await })
+                .await
+                .map_err(call_err("isListed"))?;
+            if listed {
+                out.push(who);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `who`'s identity level, confirmed master and certificates (from `CertificateIssued`
+    /// logs, each read back for whether it was revoked).
+    pub async fn profile(&self, who: Address) -> Result<ProfileView, ChainError> {
+        let (profiles, market, from) = (self.profiles(), self.market(), self.first_block());
+        let (level, master, issued) = Compat::new(async move {
+            let level = profiles
+                .levelOf(who)
+                .call()
+                .await
+                .map_err(call_err("levelOf"))?;
+            let master = market
+                .masterOf(who)
+                .call()
+                .await
+                .map_err(call_err("masterOf"))?;
+            let issued = profiles
+                .CertificateIssued_filter()
+                .topic3(who.into_word())
+                .from_block(from)
+                .query()
+                .await
+                .map_err(call_err("CertificateIssued logs"))?;
+            let mut certificates = Vec::with_capacity(issued.len());
+            for (e, _) in issued {
+                let c = profiles
+                    .getCertificate(e.id)
+                    .call()
+                    .await
+                    .map_err(call_err("getCertificate"))?;
+                certificates.push(CertificateView {
+                    id: u64::try_from(e.id).map_err(|_| ChainError::Range("certificate id"))?,
+                    validator: c.validator,
+                    attribute_type: c.attributeType.to_string(),
+                    value: c.value.to_string(),
+                    revoked: c.revoked,
+                });
+            }
+            Ok::<_, ChainError>((level, master, certificates))
+        })
+        .await?;
+        Ok(ProfileView {
+            address: who,
+            identity_level: IdentityLevel::try_from(u64::from(level))?,
+            master: (master != who).then_some(master),
+            certificates: issued,
+        })
     }
 }

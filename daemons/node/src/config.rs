@@ -2,10 +2,14 @@
 //!
 //! ```toml
 //! # The customer's key: a Web3 Secret Storage (Ethereum keystore) JSON file,
-//! # made by `sonm-node keygen`, and the file holding its password.
+//! # made by `sonm-node keygen`, and the file holding its password (optional: without it the
+//! # node asks for the password on the terminal, and refuses to start without one).
 //! keystore = "/etc/sonm/node-key.json"
 //! password_file = "/etc/sonm/node-key.password"
-//! rpc_url = "http://127.0.0.1:8545"
+//! # The chain's JSON-RPC endpoint, or several of the same chain in order of preference:
+//! # requests fail over to the next on a transport error (refused, reset, timeout) and stay
+//! # there; an endpoint on another chain is refused. Plain http:// only.
+//! rpc_url = ["http://127.0.0.1:8545", "http://127.0.0.1:8546"]
 //! addresses = "/etc/sonm/addresses.toml"   # written by sonm-deploy
 //! listen = "127.0.0.1:15030"               # the HTTP/JSON API: keep it on localhost
 //! quic_bind = "0.0.0.0:0"                  # the QUIC client socket towards workers
@@ -32,6 +36,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sonm_contracts::RpcUrls;
 use sonm_market::Address;
 
 /// Default address of the HTTP/JSON API.
@@ -41,8 +46,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:15030";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub keystore: PathBuf,
-    pub password_file: PathBuf,
-    pub rpc_url: String,
+    /// Its first line is the keystore's password; without it the password is asked on the
+    /// terminal at start (refused when stdin is not one).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// One endpoint (`"http://…"`) or a list of endpoints of the same chain.
+    pub rpc_url: RpcUrls,
     pub addresses: PathBuf,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -137,6 +146,13 @@ mod tests {
         assert_eq!(config.rendezvous.as_deref(), Some("127.0.0.1:7666"));
         assert!(config.rendezvous_address.is_some());
         assert_eq!(config.dwh_url.as_deref(), Some("http://127.0.0.1:8090"));
+        assert_eq!(config.rpc_url.urls().len(), 2);
+        // A single endpoint, as older configurations have it, still works.
+        let one = doc.replace(
+            r#"["http://127.0.0.1:8545", "http://127.0.0.1:8546"]"#,
+            r#""http://127.0.0.1:8545""#,
+        );
+        assert_eq!(Config::from_toml(&one).unwrap().rpc_url.urls().len(), 1);
         let no_scheme = doc.replace("http://127.0.0.1:8090", "127.0.0.1:8090");
         assert!(Config::from_toml(&no_scheme).is_err());
         assert!(Config::from_toml("keystore = 1").is_err());

@@ -64,6 +64,8 @@ fn task_error_code(e: &TaskError) -> (u16, &'static str) {
         TaskError::LimitExceeded { .. } => (400, "worker_limit_exceeded"),
         TaskError::BadRequest(_) => (400, "worker_bad_request"),
         TaskError::Internal(_) => (502, "worker_internal"),
+        TaskError::ContainersUnavailable(_) => (501, "worker_containers_unavailable"),
+        TaskError::BadRootfs(_) => (400, "worker_bad_rootfs"),
     }
 }
 

@@ -8,6 +8,8 @@
 //!   rule).
 //! - [`node`]: the operations, including WASM tasks on the deal's worker over QUIC
 //!   (`sonm-worker`'s client, which verifies each result's signed receipt).
+//! - [`records`]: the node's own orders, change requests and profiles as the API shows them,
+//!   read from the DWH when `dwh_url` is set, else from the chain (`chain`).
 //! - [`api`]: the HTTP/JSON API (tiny_http), its routes and its OpenAPI document.
 
 pub mod api;
@@ -17,6 +19,7 @@ pub mod error;
 pub mod keystore;
 pub mod market;
 pub mod node;
+pub mod records;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -18,7 +18,11 @@ use sonm_market::{
     OrderId, OrderType, StaticContext, check_match, scan_best_asks,
 };
 
-use crate::chain::{Chain, ChainError};
+use alloy::primitives::{Bytes, U256};
+use sonm_market::DealId;
+
+use crate::chain::{Chain, ChainError, Role};
+use crate::records::{CertificateView, ChangeRequestView, OrderRecord, ProfileView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MarketError {
@@ -119,8 +123,15 @@ impl AskSource for ChainAsks {
 /// chain by its `confirmations`; `quickBuy` re-checks everything on chain.
 #[derive(Debug)]
 pub struct DwhAsks {
-    base: String,
+    dwh: Dwh,
     me: Address,
+}
+
+/// A client of a `sonm-dwh`'s query API (`GET` only), for the market search and for the
+/// node's own records (orders, deals, change requests, blacklist, profiles).
+#[derive(Debug, Clone)]
+pub struct Dwh {
+    base: String,
     agent: ureq::Agent,
 }
 
@@ -144,8 +155,15 @@ struct DwhPage {
 }
 
 impl DwhAsks {
-    /// A source asking the DWH at `base` (`http://host:port`) on behalf of `me`.
-    pub fn new(base: &str, me: Address) -> Self {
+    /// A source asking `dwh` on behalf of `me`.
+    pub fn new(dwh: Dwh, me: Address) -> Self {
+        Self { dwh, me }
+    }
+}
+
+impl Dwh {
+    /// The DWH at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(DWH_TIMEOUT))
@@ -153,7 +171,6 @@ impl DwhAsks {
             .into();
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            me,
             agent,
         }
     }
@@ -166,7 +183,7 @@ impl DwhAsks {
     }
 
     /// GETs `path` with `params`; `Ok(None)` on 404.
-    fn get<T: serde::de::DeserializeOwned>(
+    pub fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         params: &[(&str, String)],
@@ -240,8 +257,9 @@ impl AskSource for DwhAsks {
     fn search(&self, query: &AskQuery, cursor: Option<&str>) -> Result<AskPage, MarketError> {
         let params = dwh_order_params(query, self.me, cursor);
         let page: DwhPage = self
+            .dwh
             .get("/v1/orders", &params)?
-            .ok_or_else(|| self.err("GET /v1/orders: 404 (not a sonm-dwh?)"))?;
+            .ok_or_else(|| self.dwh.err("GET /v1/orders: 404 (not a sonm-dwh?)"))?;
         Ok(AskPage {
             asks: page
                 .items
@@ -254,10 +272,150 @@ impl AskSource for DwhAsks {
     }
 
     fn active_ask(&self, id: OrderId) -> Result<Option<Order>, MarketError> {
-        let row: Option<DwhOrderRow> = self.get(&format!("/v1/orders/{id}"), &[])?;
+        let row: Option<DwhOrderRow> = self.dwh.get(&format!("/v1/orders/{id}"), &[])?;
         Ok(row
             .filter(|r| r.status == "active" && r.order.order_type == OrderType::Ask)
             .map(|r| r.order))
+    }
+}
+
+/// The most pages one listing reads from the DWH (a page is up to [`DWH_MAX_PAGE`] rows).
+const DWH_MAX_LIST_PAGES: usize = 100;
+
+/// A DWH page of any rows.
+#[derive(Debug, Deserialize)]
+struct Rows<T> {
+    items: Vec<T>,
+    next: Option<String>,
+}
+
+/// The DWH's deal row: only the id is read (the node shows the chain's `getDeal`).
+#[derive(Debug, Deserialize)]
+struct DwhDealRow {
+    deal: DwhDealId,
+}
+
+#[derive(Debug, Deserialize)]
+struct DwhDealId {
+    id: DealId,
+}
+
+/// The DWH's profile.
+#[derive(Debug, Deserialize)]
+struct DwhProfile {
+    address: Address,
+    identity_level: IdentityLevel,
+    master: Option<Address>,
+    certificates: Vec<DwhCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DwhCertificate {
+    id: u64,
+    validator: Address,
+    attribute_type: U256,
+    value: Bytes,
+    revoked: bool,
+}
+
+/// The node's own records through the DWH.
+impl Dwh {
+    /// Every row of a paged listing.
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(&'static str, String)],
+    ) -> Result<Vec<T>, MarketError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..DWH_MAX_LIST_PAGES {
+            let mut p = params.to_vec();
+            p.push(("limit", DWH_MAX_PAGE.to_string()));
+            if let Some(c) = cursor.take() {
+                p.push(("cursor", c));
+            }
+            let page: Rows<T> = self
+                .get(path, &p)?
+                .ok_or_else(|| self.err(format!("GET {path}: 404 (not a sonm-dwh?)")))?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+        Err(self.err(format!("GET {path}: more than {DWH_MAX_LIST_PAGES} pages")))
+    }
+
+    /// `author`'s orders of every type and status, by id.
+    pub fn orders_of(&self, author: Address) -> Result<Vec<OrderRecord>, MarketError> {
+        let mut out = Vec::new();
+        for t in ["bid", "ask"] {
+            for status in ["active", "cancelled", "matched"] {
+                let params = [
+                    ("type", t.to_owned()),
+                    ("status", status.to_owned()),
+                    ("author", author.to_string()),
+                ];
+                out.extend(self.all::<OrderRecord>("/v1/orders", &params)?);
+            }
+        }
+        out.sort_by_key(|r| r.order.id);
+        Ok(out)
+    }
+
+    pub fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, MarketError> {
+        self.get(&format!("/v1/orders/{id}"), &[])
+    }
+
+    /// The ids of the deals `party` is in as `role`, by id.
+    pub fn deal_ids(&self, party: Address, role: Role) -> Result<Vec<DealId>, MarketError> {
+        let role = match role {
+            Role::Any => "any",
+            Role::Consumer => "consumer",
+            Role::Supplier => "supplier",
+        };
+        let params = [("party", party.to_string()), ("role", role.to_owned())];
+        let mut ids: Vec<DealId> = self
+            .all::<DwhDealRow>("/v1/deals", &params)?
+            .into_iter()
+            .map(|r| r.deal.id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    pub fn change_requests(&self, deal: DealId) -> Result<Vec<ChangeRequestView>, MarketError> {
+        Ok(self
+            .get(&format!("/v1/deals/{deal}/change-requests"), &[])?
+            .unwrap_or_default())
+    }
+
+    pub fn blacklist_of(&self, owner: Address) -> Result<Vec<Address>, MarketError> {
+        Ok(self
+            .get(&format!("/v1/blacklists/{owner}"), &[])?
+            .unwrap_or_default())
+    }
+
+    pub fn profile(&self, who: Address) -> Result<ProfileView, MarketError> {
+        let p: DwhProfile = self
+            .get(&format!("/v1/profiles/{who}"), &[])?
+            .ok_or_else(|| self.err(format!("GET /v1/profiles/{who}: 404")))?;
+        Ok(ProfileView {
+            address: p.address,
+            identity_level: p.identity_level,
+            master: p.master,
+            certificates: p
+                .certificates
+                .into_iter()
+                .map(|c| CertificateView {
+                    id: c.id,
+                    validator: c.validator,
+                    attribute_type: c.attribute_type.to_string(),
+                    value: c.value.to_string(),
+                    revoked: c.revoked,
+                })
+                .collect(),
+        })
     }
 }
 

@@ -10,18 +10,25 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::Addresses;
-use sonm_market::{Address, DealId, Order, OrderId, durations_agree, frozen_sum};
+use sonm_market::{
+    Address, DealId, MAX_PRICE, Order, OrderId, OrderType, durations_agree, frozen_sum,
+};
 use sonm_net::{Endpoint, EthKey};
 use sonm_rendezvous::{ClientConfig as RendezvousConfig, Path as RendezvousPath, RendezvousClient};
 use sonm_worker::client::{ClientError, TaskClient, client_endpoint, client_endpoint_on};
-use sonm_worker::proto::{ALPN, StartWasm, TaskId, TaskResult, TaskStatus};
+use sonm_worker::proto::{ALPN, StartContainer, StartWasm, TaskId, TaskResult, TaskStatus};
 
 use crate::block_on;
+use crate::chain::Role;
 use crate::chain::{Balance, Chain, DealView};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::market::{
-    AskQuery, AskSource, ChainAsks, DwhAsks, candidate_asks, matching_asks, sort_cheapest_first,
+    AskQuery, AskSource, ChainAsks, Dwh, DwhAsks, candidate_asks, matching_asks,
+    sort_cheapest_first,
+};
+use crate::records::{
+    ChangeRequestView, ChangeStatus, OrderRecord, OrderStatus, OrderView, ProfileView,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +37,6 @@ pub enum OpenError {
     Keystore(#[from] crate::keystore::KeystoreError),
     #[error(transparent)]
     Addresses(#[from] sonm_contracts::AddressesError),
-    #[error("rpc_url {0:?} is not a URL")]
-    RpcUrl(String),
     #[error(transparent)]
     Chain(#[from] crate::chain::ChainError),
     #[error("QUIC client: {0}")]
@@ -71,6 +76,10 @@ pub const MAX_SEARCH_PAGES: usize = 10;
 pub struct Node {
     chain: Chain,
     asks: Box<dyn AskSource>,
+    /// Where listings (orders, deals, change requests, blacklist, profiles) come from when
+    /// set; the chain's logs otherwise. What the node acts on is always read from the chain
+    /// (the DWH lags it by its confirmations).
+    dwh: Option<Dwh>,
     endpoint: Endpoint,
     /// Worker → QUIC address: the config's, then what requests taught.
     workers: Mutex<BTreeMap<Address, SocketAddr>>,
@@ -86,7 +95,7 @@ pub struct Node {
 impl Node {
     /// Opens the node from its configuration: decrypts the key, checks the chain.
     pub fn open(config: &Config) -> Result<Self, OpenError> {
-        let signer = crate::keystore::load(&config.keystore, &config.password_file)?;
+        let signer = crate::keystore::load(&config.keystore, config.password_file.as_deref())?;
         let addresses = Addresses::read(&config.addresses)?;
         Self::with_signer(config, signer, addresses)
     }
@@ -97,12 +106,8 @@ impl Node {
         signer: PrivateKeySigner,
         addresses: Addresses,
     ) -> Result<Self, OpenError> {
-        let url = config
-            .rpc_url
-            .parse()
-            .map_err(|_| OpenError::RpcUrl(config.rpc_url.clone()))?;
         let key = EthKey::from_bytes(&signer.to_bytes().0)?;
-        let chain = block_on(Chain::connect(url, signer, addresses))?;
+        let chain = block_on(Chain::connect(&config.rpc_url, signer, addresses))?;
         let (endpoint, rendezvous) = match &config.rendezvous {
             None => (client_endpoint(&key, config.quic_bind)?, None),
             Some(server) => {
@@ -133,10 +138,11 @@ impl Node {
                 (endpoint, Some(rendezvous))
             }
         };
-        let asks: Box<dyn AskSource> = match &config.dwh_url {
-            Some(dwh) => {
-                tracing::info!(dwh = %dwh, "market search through the DWH");
-                Box::new(DwhAsks::new(dwh, chain.address()))
+        let dwh = config.dwh_url.as_deref().map(Dwh::new);
+        let asks: Box<dyn AskSource> = match &dwh {
+            Some(client) => {
+                tracing::info!(dwh = %config.dwh_url.as_deref().unwrap_or_default(), "market search through the DWH (and the node's own records)");
+                Box::new(DwhAsks::new(client.clone(), chain.address()))
             }
             None => {
                 tracing::info!("no dwh_url: market search through the chain's logs");
@@ -145,6 +151,7 @@ impl Node {
         };
         Ok(Self {
             asks,
+            dwh,
             chain,
             endpoint,
             workers: Mutex::new(config.workers.clone()),
@@ -257,6 +264,267 @@ impl Node {
         self.deal(id)
     }
 
+    /// Runs one chain write at a time (nonces stay in order).
+    fn write<T>(&self, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
+    /// Places `order` as the node's own (a bid's frozen sum is approved first if the Market's
+    /// allowance is short). Returns it with its id.
+    pub fn create_order(&self, mut order: Order) -> Result<OrderView, ApiError> {
+        order.author = self.address();
+        order
+            .validate()
+            .map_err(|e| ApiError::BadRequest(format!("order: {e}")))?;
+        let id = self.write(|| {
+            if order.order_type == OrderType::Bid {
+                let frozen = order
+                    .frozen_sum()
+                    .map_err(|e| ApiError::BadRequest(format!("order: {e}")))?;
+                block_on(self.chain.ensure_allowance(U256::from(frozen)))?;
+            }
+            Ok(block_on(self.chain.place_order(&order))?)
+        })?;
+        order.id = id;
+        tracing::info!(order = id, kind = %order.order_type, "order placed");
+        Ok(OrderView::from(&OrderRecord {
+            order,
+            status: OrderStatus::Active,
+            deal: None,
+        }))
+    }
+
+    /// The node's own orders, by id, optionally of one type and status.
+    pub fn orders(
+        &self,
+        order_type: Option<OrderType>,
+        status: Option<OrderStatus>,
+    ) -> Result<Vec<OrderView>, ApiError> {
+        let me = self.address();
+        let records = match &self.dwh {
+            Some(dwh) => dwh.orders_of(me)?,
+            None => block_on(self.chain.orders_of(me))?,
+        };
+        Ok(records
+            .iter()
+            .filter(|r| order_type.is_none_or(|t| r.order.order_type == t))
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .map(OrderView::from)
+            .collect())
+    }
+
+    pub fn order(&self, id: OrderId) -> Result<OrderView, ApiError> {
+        let record = match &self.dwh {
+            Some(dwh) => dwh.order(id)?,
+            None => block_on(self.chain.order(id))?,
+        };
+        record
+            .as_ref()
+            .map(OrderView::from)
+            .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+    }
+
+    /// An order as the chain has it now (what the node acts on).
+    fn chain_order(&self, id: OrderId) -> Result<OrderRecord, ApiError> {
+        block_on(self.chain.order(id))?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+    }
+
+    /// Cancels the node's own active order `id` (a bid's frozen sum returns).
+    pub fn cancel_order(&self, id: OrderId) -> Result<OrderView, ApiError> {
+        let mut record = self.chain_order(id)?;
+        let me = self.address();
+        if record.order.author != me {
+            return Err(ApiError::Forbidden(format!(
+                "order {id} is {}'s, not yours ({me})",
+                record.order.author
+            )));
+        }
+        if record.status != OrderStatus::Active {
+            return Err(ApiError::Conflict(format!(
+                "order {id} is not active ({})",
+                record.status
+            )));
+        }
+        self.write(|| Ok(block_on(self.chain.cancel_order(&record.order))?))?;
+        tracing::info!(order = id, "order cancelled");
+        record.status = OrderStatus::Cancelled;
+        Ok(OrderView::from(&record))
+    }
+
+    /// Opens a deal from an active ask and an active bid (`openDeal`; anyone may, the chain
+    /// checks that they match).
+    pub fn open_deal(&self, ask_id: OrderId, bid_id: OrderId) -> Result<DealView, ApiError> {
+        let ask = self.chain_order(ask_id)?;
+        let bid = self.chain_order(bid_id)?;
+        for (r, want) in [(&ask, OrderType::Ask), (&bid, OrderType::Bid)] {
+            if r.order.order_type != want {
+                return Err(ApiError::BadRequest(format!(
+                    "order {} is a {}, not a {want}",
+                    r.order.id, r.order.order_type
+                )));
+            }
+            if r.status != OrderStatus::Active {
+                return Err(ApiError::Conflict(format!(
+                    "order {} is not active ({})",
+                    r.order.id, r.status
+                )));
+            }
+        }
+        let deal = self.write(|| Ok(block_on(self.chain.open_deal(&ask.order, &bid.order))?))?;
+        tracing::info!(deal, ask = ask_id, bid = bid_id, "deal opened");
+        self.deal(deal)
+    }
+
+    /// The node's deals as `role`, by id, optionally only `active` or `closed` ones.
+    pub fn deals(&self, role: Role, status: Option<&str>) -> Result<Vec<DealView>, ApiError> {
+        let me = self.address();
+        let ids = match &self.dwh {
+            Some(dwh) => dwh.deal_ids(me, role)?,
+            None => block_on(self.chain.deal_ids(me, role))?,
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        // The chain's view of each: the DWH only says which.
+        for id in ids {
+            let deal = self.deal(id)?;
+            if status.is_none_or(|s| deal.status == s) {
+                out.push(deal);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Our active deal `id`, or why we may not act on it.
+    fn our_active_deal(&self, id: DealId) -> Result<DealView, ApiError> {
+        let deal = self.deal(id)?;
+        let me = self.address();
+        if deal.consumer != me && deal.supplier != me {
+            return Err(ApiError::Forbidden(format!(
+                "deal {id} is between {} and {}, not yours ({me})",
+                deal.supplier, deal.consumer
+            )));
+        }
+        if deal.status != "active" {
+            return Err(ApiError::Conflict(format!("deal {id} is closed")));
+        }
+        Ok(deal)
+    }
+
+    /// Asks the other side of deal `id` for a new price (and duration, for a forward deal).
+    /// A change that only favours the other side applies at once (status `approved`).
+    pub fn create_change_request(
+        &self,
+        deal: DealId,
+        price: u128,
+        duration: u64,
+    ) -> Result<ChangeRequestView, ApiError> {
+        self.our_active_deal(deal)?;
+        if price > MAX_PRICE {
+            return Err(ApiError::BadRequest(format!(
+                "price {price} is over the chain's {MAX_PRICE}"
+            )));
+        }
+        let id = self.write(|| {
+            Ok(block_on(
+                self.chain.create_change_request(deal, price, duration),
+            )?)
+        })?;
+        tracing::info!(deal, request = id, "change request created");
+        self.change_request(id)
+    }
+
+    fn change_request(&self, id: u64) -> Result<ChangeRequestView, ApiError> {
+        block_on(self.chain.change_requests(None, Some(id)))?
+            .pop()
+            .ok_or_else(|| ApiError::NotFound(format!("no change request {id}")))
+    }
+
+    /// Approves (the other side's) or cancels (either side's) pending change request `id`.
+    pub fn decide_change_request(
+        &self,
+        id: u64,
+        approve: bool,
+    ) -> Result<ChangeRequestView, ApiError> {
+        let request = self.change_request(id)?;
+        self.our_active_deal(request.deal)?;
+        if request.status != ChangeStatus::Pending {
+            return Err(ApiError::Conflict(format!(
+                "change request {id} is not pending"
+            )));
+        }
+        if approve && request.requester == self.address() {
+            return Err(ApiError::Forbidden(format!(
+                "change request {id} is yours: the other side approves it"
+            )));
+        }
+        self.write(|| Ok(block_on(self.chain.decide_change_request(id, approve))?))?;
+        tracing::info!(request = id, approve, "change request decided");
+        self.change_request(id)
+    }
+
+    /// The change requests of deal `id`, oldest first.
+    pub fn change_requests(&self, deal: DealId) -> Result<Vec<ChangeRequestView>, ApiError> {
+        self.deal(deal)?;
+        Ok(match &self.dwh {
+            Some(dwh) => dwh.change_requests(deal)?,
+            None => block_on(self.chain.change_requests(Some(deal), None))?,
+        })
+    }
+
+    /// Sends `amount` SNM wei to `to`. Returns the balances after.
+    pub fn transfer(&self, to: Address, amount: U256) -> Result<Balance, ApiError> {
+        if to.is_zero() {
+            return Err(ApiError::BadRequest(
+                "cannot transfer to the zero address".into(),
+            ));
+        }
+        self.write(|| {
+            // The token's own refusal would come back as an opaque estimate failure.
+            let have = block_on(self.chain.balance())?.snm;
+            if have < amount {
+                return Err(ApiError::Conflict(format!(
+                    "balance {have} SNM wei is less than {amount}"
+                )));
+            }
+            Ok(block_on(self.chain.transfer(to, amount))?)
+        })?;
+        tracing::info!(%to, %amount, "SNM transferred");
+        self.balance()
+    }
+
+    /// Sets what the Market may pull to `amount` SNM wei. Returns the balances after.
+    pub fn approve_market(&self, amount: U256) -> Result<Balance, ApiError> {
+        self.write(|| Ok(block_on(self.chain.approve_market(amount))?))?;
+        tracing::info!(%amount, "Market allowance set");
+        self.balance()
+    }
+
+    /// The addresses `owner` lists.
+    pub fn blacklist(&self, owner: Address) -> Result<Vec<Address>, ApiError> {
+        Ok(match &self.dwh {
+            Some(dwh) => dwh.blacklist_of(owner)?,
+            None => block_on(self.chain.blacklist_of(owner))?,
+        })
+    }
+
+    /// Adds `who` to (or removes it from) the node's own blacklist. Returns the list after,
+    /// from the chain (the DWH may not have seen the change yet).
+    pub fn set_listed(&self, who: Address, listed: bool) -> Result<Vec<Address>, ApiError> {
+        if who.is_zero() {
+            return Err(ApiError::BadRequest("the zero address".into()));
+        }
+        self.write(|| Ok(block_on(self.chain.set_listed(who, listed))?))?;
+        tracing::info!(%who, listed, "blacklist changed");
+        Ok(block_on(self.chain.blacklist_of(self.address()))?)
+    }
+
+    pub fn profile(&self, who: Address) -> Result<ProfileView, ApiError> {
+        Ok(match &self.dwh {
+            Some(dwh) => dwh.profile(who)?,
+            None => block_on(self.chain.profile(who))?,
+        })
+    }
+
     /// Remembers where `worker`'s task service is.
     pub fn learn_worker(&self, worker: Address, addr: SocketAddr) {
         self.workers
@@ -319,6 +587,22 @@ impl Node {
             }
             RendezvousPath::Relay(addr) => {
                 tracing::info!(%worker, %addr, "reached the worker through the rendezvous (relay)");
+                // The relay lives in the server's process: once our connection to the server
+                // ends (a restarted server resets it at our next keep-alive), this one would
+                // only time out (30 s). Closed, the next request dials through the new server.
+                let (client, conn) = (client.clone(), conn.clone());
+                smol::spawn(async move {
+                    let server_gone = async {
+                        client.closed().await;
+                        tracing::info!(%worker, "the rendezvous connection ended: closing the relayed connection");
+                        conn.close(0, b"rendezvous server gone");
+                    };
+                    smol::future::or(server_gone, async {
+                        conn.closed().await;
+                    })
+                    .await;
+                })
+                .detach();
             }
         }
         self.paths
@@ -386,6 +670,21 @@ impl Node {
         let task =
             self.with_worker(deal, worker_addr, |c| block_on(c.start_wasm(start.clone())))?;
         tracing::info!(deal, task, "task started");
+        Ok(task)
+    }
+
+    /// Starts a native container on the deal's worker (which must offer them); refused by the
+    /// worker, typed, as a WASM task would be.
+    pub fn start_container(
+        &self,
+        start: StartContainer,
+        worker_addr: Option<SocketAddr>,
+    ) -> Result<TaskId, ApiError> {
+        let deal = start.deal;
+        let task = self.with_worker(deal, worker_addr, |c| {
+            block_on(c.start_container(start.clone()))
+        })?;
+        tracing::info!(deal, task, "container started");
         Ok(task)
     }
 

@@ -77,6 +77,14 @@ fn wait_for<T>(tries: usize, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     None
 }
 
+fn ids_of(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect()
+}
+
 fn log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -209,13 +217,15 @@ map_size_mib = 64
     let worker_config = WorkerConfig {
         state_dir: d.join("worker-state"),
         key_file: d.join("worker.key"),
-        rpc_url: anvil.endpoint(),
+        rpc_url: anvil.endpoint().parse().unwrap(),
         addresses: addresses_path.clone(),
         listen: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
+        wasm_metering: Default::default(),
+        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
@@ -225,6 +235,7 @@ map_size_mib = 64
         master: None,
         rendezvous: None,
         rendezvous_address: None,
+        autotrader: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
@@ -388,6 +399,52 @@ dwh_url = "{dwh}"
         &serde_json::json!({ "ask_id": asks[0], "duration": 0 }),
     );
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+
+    // --- The node's own records through the DWH: quick-buy's implicit bid (matched with the
+    // deal), the deal as consumer, no change requests, the profile, the blacklist.
+    let bid_row = wait_for(300, || {
+        let (_, v) = get(&format!("{node}/v1/orders/own"), &[("type", "bid")])?;
+        let orders = v["orders"].as_array()?.clone();
+        (orders.len() == 1).then(|| orders[0].clone())
+    })
+    .unwrap_or_else(|| panic!("our bid through the DWH\nnode log:\n{}", log(&node_log)));
+    assert_eq!(
+        (bid_row["status"].as_str(), &bid_row["deal"]),
+        (Some("matched"), &deal_id.into())
+    );
+    let bid_id = bid_row["id"].as_u64().unwrap();
+    assert_eq!(deal["bid"], bid_id);
+    let (s, shown) = get(&format!("{node}/v1/orders/{bid_id}"), &[]).unwrap();
+    assert_eq!(
+        (s, shown["status"].as_str()),
+        (200, Some("matched")),
+        "{shown}"
+    );
+    let (s, v) = get(&format!("{node}/v1/deals"), &[("role", "consumer")]).unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(ids_of(&v["deals"]), [deal_id]);
+    let (_, v) = get(&format!("{node}/v1/deals"), &[("role", "supplier")]).unwrap();
+    assert!(ids_of(&v["deals"]).is_empty(), "{v}");
+    let (s, v) = get(&format!("{node}/v1/deals/{deal_id}/change-requests"), &[]).unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert!(v["change_requests"].as_array().unwrap().is_empty());
+    let (s, v) = get(&format!("{node}/v1/profiles/me"), &[]).unwrap();
+    assert_eq!(
+        (s, v["identity_level"].as_str()),
+        (200, Some("anonymous")),
+        "{v}"
+    );
+    let who = supplier.address().to_string();
+    let (s, v) = post(
+        &format!("{node}/v1/blacklist"),
+        &serde_json::json!({ "address": who }),
+    );
+    assert_eq!(s, 200, "{v}");
+    wait_for(300, || {
+        let (_, v) = get(&format!("{node}/v1/blacklist"), &[])?;
+        (v["listed"][0].as_str()?.eq_ignore_ascii_case(&who)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the blacklist through the DWH\nDWH log:\n{}", log(&dwh_log)));
 
     // Every query the node sent was one the DWH understood.
     let metrics = agent()

@@ -8,9 +8,8 @@
 //! Needs `contracts/scripts/install-tools.sh` (anvil), `wasm-runtime/jobs/build.sh` (the
 //! sha256 job), and the `sonm` binary: `cargo build --bins` first (scripts/test.sh does).
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,73 +27,10 @@ use sonm_worker::config::PlanConfig;
 use sonm_worker::{Config as WorkerConfig, Worker};
 
 mod common;
-use common::{Process, block_on, free_tcp_port, free_udp_port, node_bin, other_bin, sha256_hex};
-
-/// The `sonm` CLI.
-fn sonm_bin() -> PathBuf {
-    other_bin("sonm")
-}
-
-/// Runs `sonm --node URL ARGS...`.
-fn sonm(node: &str, args: &[&str]) -> Output {
-    Command::new(sonm_bin())
-        .arg("--node")
-        .arg(node)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Runs `sonm --json ...`, requires success, returns the JSON.
-fn sonm_json(node: &str, args: &[&str], log: &Path) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = sonm(node, &all);
-    assert!(
-        out.status.success(),
-        "sonm {args:?} failed: {}\nnode log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Runs `sonm ARGS...`, requires failure; returns stderr.
-fn sonm_fails(node: &str, args: &[&str]) -> String {
-    let out = sonm(node, args);
-    assert!(!out.status.success(), "sonm {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A raw HTTP request to the node: (status, JSON body).
-fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let r = match body {
-        None => agent.run(
-            ureq::http::Request::builder()
-                .method(method)
-                .uri(url)
-                .body(())
-                .unwrap(),
-        ),
-        Some(b) => agent.run(
-            ureq::http::Request::builder()
-                .method(method)
-                .uri(url)
-                .header("Content-Type", "application/json")
-                .body(b.to_owned())
-                .unwrap(),
-        ),
-    };
-    let mut r = r.unwrap();
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
+use common::{
+    block_on, free_tcp_port, free_udp_port, http, keygen, node_bin, sha256_hex, sonm, sonm_fails,
+    sonm_json, start_node,
+};
 
 /// The worker library running on its own thread (as `sonm-worker run` does), until stopped.
 struct RunningWorker {
@@ -160,24 +96,7 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
     let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
 
     // --- The customer's key: a keystore made by `sonm-node keygen`.
-    std::fs::write(d.join("node.password"), "test password\n").unwrap();
-    let out = Command::new(node_bin())
-        .args(["keygen", "--keystore"])
-        .arg(d.join("node-key.json"))
-        .arg("--password-file")
-        .arg(d.join("node.password"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let me: Address = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let me = keygen(d);
 
     // --- The chain: contracts deployed, the customer funded with SNM and gas.
     let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
@@ -207,13 +126,15 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
     let worker_config = WorkerConfig {
         state_dir: d.join("worker-state"),
         key_file: d.join("worker.key"),
-        rpc_url: anvil.endpoint(),
+        rpc_url: anvil.endpoint().parse().unwrap(),
         addresses: addresses_path.clone(),
         listen: worker_listen,
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
+        wasm_metering: Default::default(),
+        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
@@ -223,6 +144,7 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
         master: None,
         rendezvous: None,
         rendezvous_address: None,
+        autotrader: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
@@ -275,32 +197,7 @@ quic_bind = "127.0.0.1:0"
     let err = sonm_fails(&node, &["balance"]);
     assert!(err.contains("Is it running?"), "{err}");
 
-    let log_file = std::fs::File::create(&node_log).unwrap();
-    let mut node_process = Process(
-        Command::new(node_bin())
-            .arg("--config")
-            .arg(&node_config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap(),
-    );
-    let mut up = false;
-    for _ in 0..400 {
-        if TcpListener::bind(("127.0.0.1", api_port)).is_err()
-            && sonm(&node, &["balance"]).status.success()
-        {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        up,
-        "the node did not come up; log:\n{}",
-        std::fs::read_to_string(&node_log).unwrap_or_default()
-    );
+    let mut node_process = start_node(&node_config_path, api_port, &node_log);
 
     // --- Balance.
     let balance = sonm_json(&node, &["balance"], &node_log);
@@ -452,6 +349,9 @@ quic_bind = "127.0.0.1:0"
     );
     let receipt = &result["receipt"];
     assert_eq!(receipt["verified"], true);
+    // The worker's production metering counts no fuel, and the receipt says so.
+    assert_eq!(receipt["fuel_metering"], "not_metered");
+    assert!(receipt["fuel"].is_null());
     assert_eq!(
         receipt["worker"]
             .as_str()
@@ -469,6 +369,21 @@ quic_bind = "127.0.0.1:0"
     assert_eq!(status["status"], "finished");
     let human = sonm(&node, &["task", "result", &deal_arg, &task]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("receipt: verified"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("fuel not metered"));
+    // `--fuel` asks for a fuel-metered run: the verified receipt carries the count.
+    let metered = sonm_json(
+        &node,
+        &["task", "start", "--fuel", &deal_arg, job],
+        &node_log,
+    );
+    let metered = metered["task"].as_u64().unwrap().to_string();
+    let metered = sonm_json(
+        &node,
+        &["task", "result", &deal_arg, &metered, "--wait", "60"],
+        &node_log,
+    );
+    assert_eq!(metered["receipt"]["fuel_metering"], "counted");
+    assert!(metered["receipt"]["fuel"].as_u64().unwrap() > 0);
 
     // --- The worker restarts: the node's connection to it is gone and is dialled again; the
     // task's status survived on the worker.

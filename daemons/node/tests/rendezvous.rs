@@ -199,13 +199,16 @@ fn a_worker_known_only_through_the_rendezvous_runs_the_customers_job() {
     let worker_config = WorkerConfig {
         state_dir: d.join("worker-state"),
         key_file: d.join("worker.key"),
-        rpc_url: anvil.endpoint(),
+        rpc_url: anvil.endpoint().parse().unwrap(),
         addresses: addresses_path.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
+        wasm_metering: Default::default(),
+        containers: false,
+        autotrader: None,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,

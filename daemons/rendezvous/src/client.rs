@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sonm_net::identity::unix_now;
 use sonm_net::{Address, Connection, Endpoint, EndpointConfig, EthKey, Identity, NetError};
 use sonm_rendezvous_proto::{
-    ALPN, Candidates, Control, Notify, NotifyAck, Record, RecordError, Refusal, RelayAllocated,
-    Request, Response, SignedRecord,
+    ALPN, Candidates, Control, Notify, NotifyAck, PunchNotify, Record, RecordError, Refusal,
+    RelayAllocated, Request, Response, SignedRecord,
 };
 
 /// When punch datagrams go out, in ms after the start time: dense first (both sides start
@@ -19,6 +19,9 @@ use sonm_rendezvous_proto::{
 const PUNCH_SCHEDULE_MS: [u64; 7] = [0, 20, 60, 140, 300, 600, 1000];
 /// When relay binds go out, in ms after the allocation (a lost bind costs a resend, not a try).
 const BIND_SCHEDULE_MS: [u64; 4] = [0, 30, 100, 300];
+/// Waits before asking the relay policy again about a peer it refused (1.5 s in all: well
+/// within the customer's direct deadline plus its wait for the relay).
+const POLICY_RETRY_MS: [u64; 4] = [100, 200, 400, 800];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -443,39 +446,55 @@ async fn notification_loop(inner: std::sync::Weak<Inner>, server: Connection) {
         let Some(inner) = inner.upgrade() else { break };
         match req {
             Notify::Punch(p) => {
-                if !(inner.policy)(p.peer) {
-                    tracing::info!(peer = %p.peer, "not punching for a peer our policy refuses");
-                    continue;
-                }
-                let Ok(raw) = inner.raw.try_clone() else {
-                    continue;
-                };
-                let me = inner.key.address();
-                let start = Duration::from_millis(u64::from(p.start_in_ms));
-                smol::spawn(async move {
-                    smol::Timer::after(start).await;
-                    punch(raw, me, p.candidates).await;
-                })
-                .detach();
-                // Agree to a relay now: the customer asks only if punching fails, and the
-                // server allocates only once both sides asked.
-                let server = server.clone();
-                let timeout = inner.config.request_timeout;
-                let weak = Arc::downgrade(&inner);
-                smol::spawn(async move {
-                    let r = server
-                        .request::<_, Response>(&Request::Relay { peer: p.peer }, timeout)
-                        .await;
-                    match (r, weak.upgrade()) {
-                        (Ok(Response::RelayAllocated(a)), Some(inner)) => on_relay(&inner, a),
-                        (Ok(Response::RelayPending), _) => {}
-                        (other, _) => tracing::info!(?other, "relay consent not recorded"),
-                    }
-                })
-                .detach();
+                smol::spawn(introduced(Arc::downgrade(&inner), server.clone(), p)).detach();
             }
             Notify::RelayAllocated(a) => on_relay(&inner, a),
         }
+    }
+}
+
+/// Punches towards a peer the server introduced and agrees to a relay with it, if the policy
+/// accepts the peer. A refusal is asked again for a short while (`POLICY_RETRY_MS`): a worker's
+/// policy may learn of a deal opened seconds ago only by looking it up, which its first
+/// refusal starts, and the customer is already punching and will soon ask for the relay.
+async fn introduced(inner: std::sync::Weak<Inner>, server: Connection, p: PunchNotify) {
+    let received = std::time::Instant::now();
+    let mut retries = POLICY_RETRY_MS.iter();
+    let inner = loop {
+        let Some(inner) = inner.upgrade() else { return };
+        if (inner.policy)(p.peer) {
+            break inner;
+        }
+        let Some(&wait) = retries.next() else {
+            tracing::info!(peer = %p.peer, "not punching for a peer our policy refuses");
+            return;
+        };
+        drop(inner);
+        smol::Timer::after(Duration::from_millis(wait)).await;
+    };
+    let Ok(raw) = inner.raw.try_clone() else {
+        return;
+    };
+    let me = inner.key.address();
+    let start = Duration::from_millis(u64::from(p.start_in_ms)).saturating_sub(received.elapsed());
+    let candidates = p.candidates.clone();
+    smol::spawn(async move {
+        smol::Timer::after(start).await;
+        punch(raw, me, candidates).await;
+    })
+    .detach();
+    // Agree to a relay now: the customer asks only if punching fails, and the server
+    // allocates only once both sides asked.
+    let timeout = inner.config.request_timeout;
+    let weak = Arc::downgrade(&inner);
+    drop(inner);
+    let r = server
+        .request::<_, Response>(&Request::Relay { peer: p.peer }, timeout)
+        .await;
+    match (r, weak.upgrade()) {
+        (Ok(Response::RelayAllocated(a)), Some(inner)) => on_relay(&inner, a),
+        (Ok(Response::RelayPending), _) => {}
+        (other, _) => tracing::info!(?other, "relay consent not recorded"),
     }
 }
 

@@ -147,6 +147,8 @@ impl FileConfig {
                 per_s: self.handshakes_per_ip_per_sec,
                 burst: self.handshake_burst_per_ip,
             },
+            // Derived from the key, which this file only names (see main.rs).
+            reset_seed: None,
         })
     }
 }

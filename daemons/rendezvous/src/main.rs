@@ -50,8 +50,10 @@ fn main() -> Result<()> {
     // Clients verify the binding at each handshake; a year, then a restart renews it.
     let identity = Identity::generate(&key, Duration::from_secs(365 * 24 * 3600))
         .context("creating the TLS identity")?;
-    let server =
-        RendezvousServer::start(identity, file.server_config()?).context("starting the server")?;
+    let mut config = file.server_config()?;
+    // The key file persists, so the reset key does too: a restart resets old clients at once.
+    config.reset_seed = Some(key.stateless_reset_seed());
+    let server = RendezvousServer::start(identity, config).context("starting the server")?;
     tracing::info!(address = %server.address(), "serving");
     notify_ready();
     smol::block_on(async {

@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// Handshakes per source IP (a handshake costs signature checks before anyone is known);
     /// over it, the attempt is refused before any crypto.
     pub handshakes_per_ip: Rate,
+    /// Seed of the stateless-reset key (`EthKey::stateless_reset_seed` of the server's key):
+    /// with it, a restarted server resets its old clients' connections at their next packet
+    /// (a keep-alive), so workers re-publish at once instead of after the idle timeout, and
+    /// nodes learn that relays through the old process are gone.
+    pub reset_seed: Option<[u8; 32]>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,7 @@ impl Default for ServerConfig {
                 per_s: 20,
                 burst: 50,
             },
+            reset_seed: None,
         }
     }
 }
@@ -166,9 +172,9 @@ impl RendezvousServer {
                 idle_timeout: config.idle_timeout,
                 keep_alive: None,
                 max_concurrent_bidi_streams: 16,
-                // Clients notice a restarted server through their keep-alives and reconnect
-                // with backoff; it holds no per-connection state worth a fast reset.
-                reset_seed: None,
+                // Without a stable seed a restarted server's resets do not verify, and its
+                // clients' keep-alives go unanswered until the idle timeout (60 s).
+                reset_seed: config.reset_seed,
             },
         )?;
         let shared = Arc::new(Shared {

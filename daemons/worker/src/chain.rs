@@ -2,33 +2,35 @@
 //! find the deals opened on them, read, bill and close deals.
 //!
 //! alloy's HTTP client needs a tokio reactor: every call here runs inside
-//! `async_compat::Compat`, so callers can stay on smol.
+//! `async_compat::Compat`, so callers can stay on smol. The chain is reached through one or more
+//! RPC endpoints with failover (`sonm_contracts::rpc`); transactions go through
+//! `sonm_contracts::tx::TxSender` (signed once, never sent afresh after a failover).
 
 use alloy::primitives::{U256, aliases::U96};
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::transports::http::reqwest::Url;
 use async_compat::Compat;
+use sonm_contracts::tx::{self, TxError, TxSender};
 use sonm_contracts::{
-    Addresses, Market, chain_order, gas_with_margin, market_order, order_id_from_chain,
+    Addresses, Failover, FailoverOptions, Market, RpcError, RpcUrls, chain_order, market_order,
+    order_id_from_chain,
 };
 use sonm_market::{Address, DealId, Order, OrderId};
+
+// The matcher's and the autotrader's calls (openDeal, order hashes, levels, blacklists).
+mod market_view;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     #[error("{what}: {message}")]
     Call { what: &'static str, message: String },
-    #[error("{what}: transaction reverted")]
-    Reverted { what: &'static str },
-    #[error("{what}: the receipt has no {event} event")]
-    NoEvent {
-        what: &'static str,
-        event: &'static str,
-    },
+    #[error(transparent)]
+    Tx(#[from] TxError),
     #[error("order read from the chain: {0}")]
     Order(#[from] sonm_contracts::ChainOrderError),
-    #[error("chain id is {actual}, the addresses file is for {expected}")]
-    WrongChain { expected: u64, actual: u64 },
+    /// The endpoints: one on another chain, none answering, a bad URL.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     #[error("value out of range: {0}")]
     Range(&'static str),
 }
@@ -45,33 +47,6 @@ fn rpc_err(what: &'static str) -> impl FnOnce(alloy::transports::TransportError)
         what,
         message: e.to_string(),
     }
-}
-
-/// Sends a contract call with a gas margin (see [`gas_with_margin`]) and waits for its
-/// receipt (inside Compat); `Err` if it reverted.
-macro_rules! send_tx {
-    ($what:expr, $call:expr) => {{
-        const WHAT: &str = $what;
-        let receipt = Compat::new(async move {
-            let call = $call;
-            let gas = call.estimate_gas().await.map_err(call_err(WHAT))?;
-            let pending = call
-                .gas(gas_with_margin(gas))
-                .send()
-                .await
-                .map_err(call_err(WHAT))?;
-            pending.get_receipt().await.map_err(|e| ChainError::Call {
-                what: WHAT,
-                message: e.to_string(),
-            })
-        })
-        .await?;
-        if receipt.status() {
-            Ok(())
-        } else {
-            Err(ChainError::Reverted { what: WHAT })
-        }
-    }};
 }
 
 /// A deal opened on one of our asks, from its `DealOpened` event.
@@ -106,36 +81,41 @@ pub struct ChainDeal {
 #[derive(Debug, Clone)]
 pub struct Chain {
     provider: DynProvider,
+    sender: TxSender,
     market: Address,
     me: Address,
     chain_id: u64,
 }
 
 impl Chain {
-    /// Connects to `rpc_url` and checks that it is the chain of `addresses`.
+    /// Connects to `rpc` (failing over between its endpoints) and checks that every endpoint
+    /// that answers is the chain of `addresses`.
     pub async fn connect(
-        rpc_url: Url,
+        rpc: &RpcUrls,
         signer: PrivateKeySigner,
         addresses: &Addresses,
     ) -> Result<Self, ChainError> {
         let me = signer.address();
-        let provider = sonm_contracts::deploy::signing_provider(rpc_url, signer);
-        let p = provider.clone();
-        let actual = Compat::new(async move { p.get_chain_id().await })
-            .await
-            .map_err(rpc_err("eth_chainId"))?;
-        if actual != addresses.chain_id {
-            return Err(ChainError::WrongChain {
-                expected: addresses.chain_id,
-                actual,
-            });
-        }
+        let failover = Failover::new(rpc, addresses.chain_id, FailoverOptions::default())?;
+        Compat::new(failover.probe()).await?;
+        let provider = failover.signing_provider(signer.clone());
+        let sender = TxSender::new(provider.clone(), signer, addresses.chain_id);
         Ok(Self {
             provider,
+            sender,
             market: addresses.contracts.market,
             me,
-            chain_id: actual,
+            chain_id: addresses.chain_id,
         })
+    }
+
+    /// Sends `call` (see [`TxSender::send`]) inside Compat.
+    async fn send<P: Provider, D: alloy::contract::CallDecoder>(
+        &self,
+        what: &'static str,
+        call: alloy::contract::CallBuilder<P, D>,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
+        Ok(Compat::new(self.sender.send(what, call)).await?)
     }
 
     pub fn address(&self) -> Address {
@@ -154,53 +134,19 @@ impl Chain {
     pub async fn place_ask(&self, order: &Order) -> Result<Order, ChainError> {
         const WHAT: &str = "placeOrder";
         let market = self.market();
-        let chain = chain_order(order);
-        let receipt = Compat::new(async move {
-            let pending = market
-                .placeOrder(chain)
-                .send()
-                .await
-                .map_err(call_err(WHAT))?;
-            pending.get_receipt().await.map_err(|e| ChainError::Call {
-                what: WHAT,
-                message: e.to_string(),
-            })
-        })
-        .await?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted { what: WHAT });
-        }
-        let event = receipt
-            .decoded_log::<Market::OrderPlaced>()
-            .ok_or(ChainError::NoEvent {
-                what: WHAT,
-                event: "OrderPlaced",
-            })?;
+        let receipt = self
+            .send(WHAT, market.placeOrder(chain_order(order)))
+            .await?;
+        let event = tx::event::<Market::OrderPlaced>(WHAT, &receipt)?;
         let id = order_id_from_chain(event.orderId)?;
         Ok(market_order(id, &event.order)?)
     }
 
     /// Withdraws our active order `order` (as placed, with its id).
     pub async fn cancel_order(&self, order: &Order) -> Result<(), ChainError> {
-        const WHAT: &str = "cancelOrder";
         let market = self.market();
-        let chain = chain_order(order);
-        let id = U256::from(order.id);
-        let receipt = Compat::new(async move {
-            let pending = market
-                .cancelOrder(id, chain)
-                .send()
-                .await
-                .map_err(call_err(WHAT))?;
-            pending.get_receipt().await.map_err(|e| ChainError::Call {
-                what: WHAT,
-                message: e.to_string(),
-            })
-        })
-        .await?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted { what: WHAT });
-        }
+        let call = market.cancelOrder(U256::from(order.id), chain_order(order));
+        self.send("cancelOrder", call).await?;
         Ok(())
     }
 
@@ -225,7 +171,9 @@ impl Chain {
     /// Asks `master` to take us as its worker (it confirms with `confirmWorker`).
     pub async fn register_worker(&self, master: Address) -> Result<(), ChainError> {
         let market = self.market();
-        send_tx!("registerWorker", market.registerWorker(master))
+        let call = market.registerWorker(master);
+        self.send("registerWorker", call).await?;
+        Ok(())
     }
 
     /// Whether order `id` is still active on chain (placed and neither cancelled nor dealt).
@@ -328,12 +276,15 @@ impl Chain {
     /// Bills deal `id` up to now.
     pub async fn bill(&self, id: DealId) -> Result<(), ChainError> {
         let market = self.market();
-        send_tx!("bill", market.bill(U256::from(id)))
+        self.send("bill", market.bill(U256::from(id))).await?;
+        Ok(())
     }
 
     /// Closes deal `id` (a forward deal only from its end on).
     pub async fn close_deal(&self, id: DealId) -> Result<(), ChainError> {
         let market = self.market();
-        send_tx!("closeDeal", market.closeDeal(U256::from(id), false))
+        let call = market.closeDeal(U256::from(id), false);
+        self.send("closeDeal", call).await?;
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The customer's side of the task protocol (what `sonm-node` will call): connect to a worker
-//! by its address (the handshake fails for any other key), start a WASM task under a deal,
+//! by its address (the handshake fails for any other key), start a WASM task or a container
+//! under a deal,
 //! follow it, and fetch its result with the receipt verified.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -9,7 +10,8 @@ use sonm_market::Address;
 use sonm_net::{Connection, Endpoint, EndpointConfig, EthKey, Identity, NetError};
 
 use crate::proto::{
-    ALPN, MAX_FRAME, Request, Response, StartWasm, TaskError, TaskId, TaskResult, TaskStatus,
+    ALPN, MAX_FRAME, Request, Response, StartContainer, StartWasm, TaskError, TaskId, TaskResult,
+    TaskStatus,
 };
 use crate::receipt::{ReceiptError, verify_result};
 
@@ -105,6 +107,14 @@ impl TaskClient {
 
     pub async fn start_wasm(&self, start: StartWasm) -> Result<TaskId, ClientError> {
         match self.call(&Request::StartWasm(start)).await? {
+            Response::Started { task } => Ok(task),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Starts a native container (the worker must offer them: `containers = true`).
+    pub async fn start_container(&self, start: StartContainer) -> Result<TaskId, ClientError> {
+        match self.call(&Request::StartContainer(start)).await? {
             Response::Started { task } => Ok(task),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -3,11 +3,16 @@
 //! ```toml
 //! state_dir = "/var/lib/sonm/worker"
 //! key_file = "/etc/sonm/worker.key"        # hex secp256k1 key: the worker's Ethereum identity
-//! rpc_url = "http://127.0.0.1:8545"
+//! # The chain's JSON-RPC endpoint, or several of the same chain in order of preference:
+//! # requests fail over to the next on a transport error (refused, reset, timeout) and stay
+//! # there; an endpoint on another chain is refused. Plain http:// only.
+//! rpc_url = ["http://127.0.0.1:8545", "http://127.0.0.1:8546"]
 //! addresses = "/etc/sonm/addresses.toml"   # written by sonm-deploy
-//! listen = "0.0.0.0:15010"                 # QUIC task service (ALPN sonm-worker/1)
+//! listen = "0.0.0.0:15010"                 # QUIC task service (ALPN sonm-worker/2)
 //! netflags = "outbound,inbound"            # what the box offers
 //! poll_interval_ms = 2000
+//! wasm_metering = "epoch"   # or "fuel": how tasks run unless they ask for fuel (see below)
+//! containers = false        # true: also run native containers with runc (needs root)
 //! master = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"   # optional: receives the payouts
 //! # Optional: publish this worker to a sonm-rendezvous server (host:port) from the task
 //! # service's own UDP socket, so that customers behind NAT (or without its address) reach
@@ -29,6 +34,15 @@
 //! price = 1000000000      # SNM wei per second
 //! duration = 3600         # seconds; 0 = spot
 //! netflags = "outbound"
+//!
+//! # Optional: the autotrader (Optimus) re-plans the box against the DWH's open bids and the
+//! # matcher takes bids for our asks (src/autotrader.rs documents every key).
+//! [autotrader]
+//! dwh_url = "http://127.0.0.1:8090"
+//! interval = 60                 # seconds between rounds
+//! [autotrader.floor]            # SNM wei per unit-hour (or [autotrader.floor_usd], micro-USD)
+//! core_hour = 100000000000000
+//! ram_gib_hour = 20000000000000
 //! ```
 
 use std::net::SocketAddr;
@@ -64,7 +78,8 @@ pub enum ConfigError {
 pub struct Config {
     pub state_dir: PathBuf,
     pub key_file: PathBuf,
-    pub rpc_url: String,
+    /// One endpoint (`"http://…"`) or a list of endpoints of the same chain.
+    pub rpc_url: sonm_contracts::RpcUrls,
     pub addresses: PathBuf,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -79,6 +94,18 @@ pub struct Config {
     /// Longest wall time of a task on a spot deal, milliseconds.
     #[serde(default = "default_max_wall")]
     pub max_task_wall_time_ms: u64,
+    /// How tasks are metered unless they ask for fuel. `epoch` (default): wall time and cancel
+    /// only, the fastest code that can still be stopped; deals are billed per second, so no
+    /// fuel is needed to bill. `fuel`: every task counts fuel (a few percent slower). A task
+    /// that asks for `fuel_metered` (or caps fuel) always gets a fuel-metered run.
+    #[serde(default)]
+    pub wasm_metering: WasmMetering,
+    /// Run native containers (`runc`, from `PATH`) for deals' consumers. Off by default: a
+    /// supplier opts in, and the worker must then run as root (see the README and
+    /// `systemd/sonm-worker.service.d/containers.conf`). When on but runc cannot run here,
+    /// container tasks are refused with the reason.
+    #[serde(default)]
+    pub containers: bool,
     /// The master address that receives this worker's payouts (it confirms the registration
     /// on chain with `confirmWorker`); none: the worker is paid itself.
     #[serde(default)]
@@ -96,6 +123,27 @@ pub struct Config {
     pub billing: BillingPolicy,
     #[serde(default)]
     pub plans: Vec<PlanConfig>,
+    /// The autotrader and the matcher (`crate::autotrader`); none: the plans are `[[plans]]`.
+    #[serde(default)]
+    pub autotrader: Option<crate::autotrader::AutotraderConfig>,
+}
+
+/// The worker's production metering (`wasm_metering`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WasmMetering {
+    #[default]
+    Epoch,
+    Fuel,
+}
+
+impl WasmMetering {
+    pub fn runtime_metering(self) -> sonm_wasm_runtime::Metering {
+        match self {
+            WasmMetering::Epoch => sonm_wasm_runtime::Metering::EpochOnly,
+            WasmMetering::Fuel => sonm_wasm_runtime::Metering::Fuel,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -223,8 +271,12 @@ mod tests {
             .collect();
         let c = Config::from_toml(&example, Path::new("example")).unwrap();
         assert_eq!(c.listen.port(), 15010);
+        assert_eq!(c.rpc_url.urls().len(), 2);
+        assert_eq!(c.wasm_metering, WasmMetering::Epoch);
         assert_eq!(c.rendezvous.as_deref(), Some("127.0.0.1:7666"));
         assert!(c.rendezvous_address.is_some());
+        let autotrader = c.autotrader.as_ref().expect("[autotrader]");
+        assert_eq!(autotrader.floor.core_hour, 100_000_000_000_000);
         let plans = c.plan_specs().unwrap();
         assert_eq!(plans[0].slice.ram_bytes, 1 << 30);
         assert_eq!(plans[0].slice.storage_bytes, 10_000_000_000);
@@ -234,5 +286,27 @@ mod tests {
             NetFlags::OUTBOUND.union(NetFlags::INBOUND)
         );
         assert!(Config::from_toml("state_dir = 1", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn wasm_metering_defaults_to_epoch_and_refuses_unknown_kinds() {
+        let example: String = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .filter(|l| !l.contains("wasm_metering"))
+            .map(|l| l.strip_prefix("//! ").unwrap_or("").to_owned() + "\n")
+            .collect();
+        // Top-level keys go before the first table.
+        let parse = |line: &str| Config::from_toml(&format!("{line}\n{example}"), Path::new("w"));
+        assert_eq!(parse("").unwrap().wasm_metering, WasmMetering::Epoch);
+        let fuel = parse("wasm_metering = \"fuel\"").unwrap().wasm_metering;
+        assert_eq!(fuel.runtime_metering(), sonm_wasm_runtime::Metering::Fuel);
+        let err = parse("wasm_metering = \"none\"").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Parse { message, .. } if message.contains("wasm_metering")),
+            "{err}"
+        );
     }
 }

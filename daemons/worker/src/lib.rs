@@ -11,15 +11,20 @@
 //!   close.
 //! - [`proto`] and [`receipt`]: the task protocol over QUIC (ALPN [`proto::ALPN`]) and the
 //!   usage receipts the worker signs with its Ethereum key.
-//! - [`tasks`]: WASM tasks run by `sonm-wasm-runtime` within a deal's slice.
+//! - [`tasks`]: WASM tasks run by `sonm-wasm-runtime` within a deal's slice, and native
+//!   containers run by runc ([`containers`]: the OCI config, the rootfs unpacking, runc).
 //! - [`worker`]: the daemon: state, chain loop, and the task service that only a deal's consumer
 //!   may use; [`client`]: the customer's side of the protocol.
+//! - [`autotrader`]: `[autotrader]`, Optimus's view of the plans and the DWH client; the loop
+//!   that re-plans the box and takes matching bids runs in [`worker`].
 
+pub mod autotrader;
 pub mod bench;
 pub mod billing;
 pub mod chain;
 pub mod client;
 pub mod config;
+pub mod containers;
 pub mod inventory;
 pub mod plan;
 pub mod proto;

@@ -8,7 +8,8 @@ use sonm_market::{Address, DealId};
 use crate::receipt::SignedReceipt;
 
 /// The task service's ALPN.
-pub const ALPN: &[u8] = b"sonm-worker/1";
+/// `/2`: receipts say whether fuel was metered, and a task can ask for fuel metering.
+pub const ALPN: &[u8] = b"sonm-worker/2";
 
 /// Largest frame the worker accepts or sends: a module, its inputs, or a result with its
 /// outputs travel in one message for now (chunked transfer is still to do).
@@ -19,9 +20,17 @@ pub type TaskId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     StartWasm(StartWasm),
-    Status { task: TaskId },
-    Result { task: TaskId },
-    Stop { task: TaskId },
+    Status {
+        task: TaskId,
+    },
+    Result {
+        task: TaskId,
+    },
+    Stop {
+        task: TaskId,
+    },
+    /// Last, so the other requests keep their wire tags.
+    StartContainer(StartContainer),
 }
 
 /// A file handed to a job under `/input` (path relative, `/`-separated, no `..`).
@@ -37,6 +46,11 @@ pub struct TaskLimits {
     pub memory_bytes: Option<u64>,
     pub fuel: Option<u64>,
     pub wall_time_ms: Option<u64>,
+    /// Run with fuel metering, so the receipt carries a deterministic fuel count that anyone can
+    /// check by re-running the job (`sonm-wasm-run`). The code runs a few percent slower; the
+    /// worker's default metering may have no fuel (deals are billed per second). Implied by
+    /// `fuel`.
+    pub fuel_metered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +60,21 @@ pub struct StartWasm {
     pub module: Vec<u8>,
     pub args: Vec<String>,
     pub inputs: Vec<File>,
+    pub limits: TaskLimits,
+}
+
+/// A native container (the worker must have `containers = true`): the customer's rootfs as a
+/// tar, the program to run in it and its environment. The worker writes the OCI config itself
+/// from these and the deal's slice; `limits.fuel` must be unset (containers count no fuel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartContainer {
+    pub deal: DealId,
+    /// A plain (uncompressed) tar of the root filesystem.
+    pub rootfs: Vec<u8>,
+    /// The program and its arguments (`args[0]` is looked up in `PATH`).
+    pub args: Vec<String>,
+    /// `NAME=value` entries (`PATH` defaults to the usual directories).
+    pub env: Vec<String>,
     pub limits: TaskLimits,
 }
 
@@ -72,6 +101,19 @@ pub enum Exit {
     Code(i32),
     /// Stopped by the runtime (fuel, wall time, memory, sandbox, stop): its cause, as text.
     Trapped(String),
+    /// A container the worker ended, and why (its receipt says `trapped`).
+    Killed(KillCause),
+}
+
+/// Why the worker ended a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillCause {
+    /// It used more memory than its limit (the kernel's OOM killer ended it).
+    OomKilled,
+    /// Its consumer stopped it, or its deal ended.
+    Stopped,
+    /// Its wall time ran out.
+    WallTime,
 }
 
 /// A finished task: its output and the signed usage receipt.
@@ -118,4 +160,9 @@ pub enum TaskError {
     BadRequest(String),
     #[error("worker error: {0}")]
     Internal(String),
+    /// This worker does not run containers; the reason says why (off, not root, no runc...).
+    #[error("containers unavailable: {0}")]
+    ContainersUnavailable(String),
+    #[error("rootfs refused: {0}")]
+    BadRootfs(crate::containers::RootfsError),
 }

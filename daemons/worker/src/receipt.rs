@@ -5,15 +5,20 @@
 //! fields:
 //!
 //! ```text
-//! "sonm-worker usage receipt v1\0"   29 bytes: domain tag
+//! "sonm-worker usage receipt v2\0"   29 bytes: domain tag
 //! || worker                          20 bytes
 //! || chain_id, deal, task            u64 big-endian each
 //! || module_sha256                   32 bytes
-//! || fuel, wall_time_us              u64 big-endian each
+//! || fuel_kind                       1 byte: 0 not metered, 1 counted, 2 metered but unknown
+//! || fuel                            u64 big-endian (0 unless counted)
+//! || wall_time_us                    u64 big-endian
 //! || exit_kind (0 code, 1 trap)      1 byte
 //! || exit_code                       i32 big-endian (0 for a trap)
 //! || outputs_sha256                  32 bytes: see outputs_digest
 //! ```
+//!
+//! v2 (this) added `fuel_kind`: production runs are not fuel-metered (deals are billed per
+//! second), so "no fuel" must not read as "zero fuel".
 
 use alloy::primitives::Signature;
 use alloy::signers::SignerSync;
@@ -25,7 +30,70 @@ use sonm_market::{Address, DealId};
 use crate::proto::{Exit, File, TaskId, TaskResult};
 
 /// Domain tag at the start of every receipt message.
-pub const RECEIPT_DOMAIN: &[u8] = b"sonm-worker usage receipt v1\0";
+pub const RECEIPT_DOMAIN: &[u8] = b"sonm-worker usage receipt v2\0";
+
+/// The fuel a task used, as far as the worker knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fuel {
+    /// The task ran without fuel metering (the worker's default; ask for `fuel_metered`).
+    NotMetered,
+    /// Deterministic: re-running the module on the same input gives the same count.
+    Counted(u64),
+    /// Metered, but wall time or a cancel stopped the job before the count was known.
+    Unknown,
+}
+
+impl Fuel {
+    /// The count, when there is one.
+    pub fn count(self) -> Option<u64> {
+        match self {
+            Fuel::Counted(n) => Some(n),
+            Fuel::NotMetered | Fuel::Unknown => None,
+        }
+    }
+
+    fn encode(self) -> (u8, u64) {
+        match self {
+            Fuel::NotMetered => (0, 0),
+            Fuel::Counted(n) => (1, n),
+            Fuel::Unknown => (2, 0),
+        }
+    }
+}
+
+/// Also reads a v1 receipt's bare number from the worker's store (v1 always metered fuel and
+/// wrote 0 for unknown), so task records of an older worker still load. Such a receipt's
+/// signature covers the v1 message and no longer verifies; the customer checked it back then.
+impl<'de> Deserialize<'de> for Fuel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum V2 {
+            NotMetered,
+            Counted(u64),
+            Unknown,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            V2(V2),
+            V1(u64),
+        }
+        // Only the store (JSON) can hold v1; postcard on the wire cannot guess (untagged).
+        let any = if d.is_human_readable() {
+            Any::deserialize(d)?
+        } else {
+            Any::V2(V2::deserialize(d)?)
+        };
+        Ok(match any {
+            Any::V2(V2::NotMetered) => Fuel::NotMetered,
+            Any::V2(V2::Counted(n)) => Fuel::Counted(n),
+            Any::V2(V2::Unknown) | Any::V1(0) => Fuel::Unknown,
+            Any::V1(n) => Fuel::Counted(n),
+        })
+    }
+}
 
 /// What a task used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,9 +103,8 @@ pub struct UsageReceipt {
     pub deal: DealId,
     pub task: TaskId,
     pub module_sha256: [u8; 32],
-    /// Deterministic: re-running the module on the same input gives the same count.
-    /// 0 when wall time or a cancel stopped the job (`trapped`): the count is unknown then.
-    pub fuel: u64,
+    /// Whether fuel was metered and, if so, the count.
+    pub fuel: Fuel,
     pub wall_time_us: u64,
     /// False: the job exited with `exit_code`; true: the runtime stopped it (`exit_code` is 0).
     pub trapped: bool,
@@ -78,14 +145,16 @@ pub enum ReceiptError {
 impl UsageReceipt {
     /// The exact bytes that are signed.
     pub fn message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(RECEIPT_DOMAIN.len() + 20 + 24 + 32 + 16 + 5 + 32);
+        let mut m = Vec::with_capacity(RECEIPT_DOMAIN.len() + 20 + 24 + 32 + 17 + 5 + 32);
         m.extend_from_slice(RECEIPT_DOMAIN);
         m.extend_from_slice(self.worker.as_slice());
         m.extend_from_slice(&self.chain_id.to_be_bytes());
         m.extend_from_slice(&self.deal.to_be_bytes());
         m.extend_from_slice(&self.task.to_be_bytes());
         m.extend_from_slice(&self.module_sha256);
-        m.extend_from_slice(&self.fuel.to_be_bytes());
+        let (fuel_kind, fuel) = self.fuel.encode();
+        m.push(fuel_kind);
+        m.extend_from_slice(&fuel.to_be_bytes());
         m.extend_from_slice(&self.wall_time_us.to_be_bytes());
         m.push(u8::from(self.trapped));
         m.extend_from_slice(&self.exit_code.to_be_bytes());
@@ -171,7 +240,7 @@ pub fn verify_result(result: &TaskResult, worker: Address) -> Result<(), Receipt
     }
     let exit_matches = match &result.exit {
         Exit::Code(c) => !r.trapped && r.exit_code == *c,
-        Exit::Trapped(_) => r.trapped,
+        Exit::Trapped(_) | Exit::Killed(_) => r.trapped,
     };
     if !exit_matches {
         return Err(ReceiptError::ExitMismatch);
@@ -193,7 +262,7 @@ mod tests {
             deal: 7,
             task: 3,
             module_sha256: [1; 32],
-            fuel: 123_456,
+            fuel: Fuel::Counted(123_456),
             wall_time_us: 789,
             trapped: false,
             exit_code: 0,
@@ -208,7 +277,7 @@ mod tests {
         signed.verify(key.address()).unwrap();
         // Every field is covered by the signature.
         let mut tampered = signed.clone();
-        tampered.receipt.fuel += 1;
+        tampered.receipt.fuel = Fuel::Counted(123_457);
         assert!(matches!(
             tampered.verify(key.address()),
             Err(ReceiptError::WrongSigner { .. })
@@ -232,6 +301,68 @@ mod tests {
             garbage.verify(key.address()),
             Err(ReceiptError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_message_says_whether_fuel_was_metered() {
+        let key = PrivateKeySigner::random();
+        let kinds = [Fuel::NotMetered, Fuel::Counted(0), Fuel::Unknown];
+        let messages: Vec<Vec<u8>> = kinds
+            .iter()
+            .map(|&fuel| {
+                UsageReceipt {
+                    fuel,
+                    ..receipt(key.address())
+                }
+                .message()
+            })
+            .collect();
+        // Fixed width, and the domain tag names the version with the fuel kind.
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.len() == 29 + 20 + 24 + 32 + 17 + 5 + 32)
+        );
+        assert!(messages[0].starts_with(b"sonm-worker usage receipt v2\0"));
+        assert_ne!(messages[0], messages[1]);
+        assert_ne!(messages[1], messages[2]);
+        assert_ne!(messages[0], messages[2]);
+        // A receipt without fuel cannot be passed off as one that counted zero.
+        let signed = UsageReceipt {
+            fuel: Fuel::NotMetered,
+            ..receipt(key.address())
+        }
+        .sign(&key)
+        .unwrap();
+        signed.verify(key.address()).unwrap();
+        let mut forged = signed;
+        forged.receipt.fuel = Fuel::Counted(0);
+        assert!(matches!(
+            forged.verify(key.address()),
+            Err(ReceiptError::WrongSigner { .. })
+        ));
+    }
+
+    #[test]
+    fn fuel_round_trips_and_reads_v1_records() {
+        for fuel in [Fuel::NotMetered, Fuel::Counted(7), Fuel::Unknown] {
+            let json = serde_json::to_string(&fuel).unwrap();
+            assert_eq!(serde_json::from_str::<Fuel>(&json).unwrap(), fuel, "{json}");
+            let wire = postcard::to_allocvec(&fuel).unwrap();
+            assert_eq!(postcard::from_bytes::<Fuel>(&wire).unwrap(), fuel);
+        }
+        assert_eq!(
+            serde_json::to_string(&Fuel::NotMetered).unwrap(),
+            "\"not_metered\""
+        );
+        // A v1 worker stored a bare count, 0 for unknown.
+        assert_eq!(
+            serde_json::from_str::<Fuel>("42").unwrap(),
+            Fuel::Counted(42)
+        );
+        assert_eq!(serde_json::from_str::<Fuel>("0").unwrap(), Fuel::Unknown);
+        assert!(serde_json::from_str::<Fuel>("\"lots\"").is_err());
+        assert!(serde_json::from_str::<Fuel>("-1").is_err());
     }
 
     #[test]

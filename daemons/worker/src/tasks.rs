@@ -10,10 +10,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_market::{Address, DealId};
-use sonm_wasm_runtime::{CancelHandle, JobSpec, Limits, ModuleSource, Runtime, Termination};
+use sonm_wasm_runtime::{
+    CancelHandle, JobError, JobSpec, Limits, Metering, ModuleSource, Runtime, Termination,
+};
 
-use crate::proto::{Exit, File, StartWasm, TaskError, TaskId, TaskResult, TaskStatus};
-use crate::receipt::{UsageReceipt, outputs_digest};
+use crate::containers::{
+    ContainerLimits, ContainerPlan, Containers, Killed, Unavailable, UnpackLimits,
+};
+use crate::proto::{
+    Exit, File, KillCause, StartContainer, StartWasm, TaskError, TaskId, TaskResult, TaskStatus,
+};
+use crate::receipt::{Fuel, UsageReceipt, outputs_digest};
 use crate::state::{Store, TaskRecord};
 
 #[derive(Debug)]
@@ -33,12 +40,19 @@ struct Entry {
 /// Runs tasks and keeps their results (in memory; receipts also in the store).
 #[derive(Debug)]
 pub struct TaskRunner {
+    /// Production metering (the worker's `wasm_metering`).
     runtime: Arc<Runtime>,
+    /// Fuel metering, for tasks that ask for it; the same runtime when production counts fuel.
+    fuel_runtime: Arc<Runtime>,
+    /// Tasks that may run at once across both runtimes (each has its own pool).
+    max_running: u32,
     dir: PathBuf,
     signer: PrivateKeySigner,
     chain_id: u64,
     store: Store,
     tasks: Arc<Mutex<HashMap<TaskId, Entry>>>,
+    /// Native containers, when the worker offers them (see [`TaskRunner::with_containers`]).
+    containers: Option<Arc<Containers>>,
 }
 
 /// What finishing a task needs, moved to its thread.
@@ -51,6 +65,7 @@ struct Finisher {
     store: Store,
     tasks: Arc<Mutex<HashMap<TaskId, Entry>>>,
     dir: PathBuf,
+    metering: Metering,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,21 +88,34 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, TaskError> {
 }
 
 impl TaskRunner {
+    /// `fuel_runtime` must meter fuel; `max_running` bounds the tasks running at once.
     pub fn new(
         runtime: Arc<Runtime>,
+        fuel_runtime: Arc<Runtime>,
+        max_running: u32,
         dir: PathBuf,
         signer: PrivateKeySigner,
         chain_id: u64,
         store: Store,
     ) -> Self {
+        debug_assert_eq!(fuel_runtime.config().metering, Metering::Fuel);
         Self {
             runtime,
+            fuel_runtime,
+            max_running,
             dir,
             signer,
             chain_id,
             store,
             tasks: Arc::new(Mutex::new(HashMap::new())),
+            containers: None,
         }
+    }
+
+    /// Runs container tasks too, with `containers` (whose `ready` says whether they can run).
+    pub fn with_containers(mut self, containers: Containers) -> Self {
+        self.containers = Some(Arc::new(containers));
+        self
     }
 
     /// Removes what tasks of an earlier run left in the task directory (a crash or kill -9
@@ -124,8 +152,52 @@ impl TaskRunner {
             .count() as u32
     }
 
+    /// Registers a running task and its finisher. Counted and inserted under one lock, so two
+    /// starts cannot both take the last slot; WASM (two runtimes, two pools) and container
+    /// tasks share the count, which keeps the whole box within `max_running`. `busy`: the
+    /// task is over the limit and must be finished at once as busy.
+    fn admit(
+        &self,
+        task: TaskId,
+        deal: DealId,
+        consumer: Address,
+        dir: PathBuf,
+        metering: Metering,
+    ) -> (CancelHandle, bool, Finisher) {
+        let cancel = CancelHandle::new();
+        let busy = {
+            let mut tasks = lock(&self.tasks);
+            let running = tasks
+                .values()
+                .filter(|e| matches!(e.state, State::Running(_)))
+                .count();
+            tasks.insert(
+                task,
+                Entry {
+                    deal,
+                    consumer,
+                    state: State::Running(cancel.clone()),
+                },
+            );
+            running >= self.max_running as usize
+        };
+        let finisher = Finisher {
+            task,
+            deal,
+            consumer,
+            signer: self.signer.clone(),
+            chain_id: self.chain_id,
+            store: self.store.clone(),
+            tasks: self.tasks.clone(),
+            dir,
+            metering,
+        };
+        (cancel, busy, finisher)
+    }
+
     /// Starts `req` as task `task` for `consumer` under `deal` with `limits` (already checked
-    /// against the slice).
+    /// against the slice). It runs fuel-metered when it asks for it or caps fuel, otherwise
+    /// with the production metering.
     pub fn start(
         &self,
         task: TaskId,
@@ -166,26 +238,21 @@ impl TaskRunner {
                 error: None,
             })
             .map_err(|e| TaskError::Internal(e.to_string()))?;
-        let cancel = CancelHandle::new();
-        lock(&self.tasks).insert(
-            task,
-            Entry {
-                deal,
-                consumer,
-                state: State::Running(cancel.clone()),
-            },
-        );
-        let runtime = self.runtime.clone();
-        let finisher = Finisher {
-            task,
-            deal,
-            consumer,
-            signer: self.signer.clone(),
-            chain_id: self.chain_id,
-            store: self.store.clone(),
-            tasks: self.tasks.clone(),
-            dir: task_dir,
+        let runtime = if req.limits.fuel_metered || spec.limits.fuel.is_some() {
+            self.fuel_runtime.clone()
+        } else {
+            self.runtime.clone()
         };
+        let (cancel, busy, finisher) =
+            self.admit(task, deal, consumer, task_dir, runtime.config().metering);
+        if busy {
+            // What a full runtime pool answers, so the customer sees one kind of "busy".
+            let e = JobError::Busy {
+                limit: self.max_running,
+            };
+            finisher.finish(Err(e.to_string()), &output);
+            return Ok(());
+        }
         let spawned = std::thread::Builder::new()
             .name(format!("task-{task}"))
             .stack_size(8 << 20)
@@ -285,6 +352,11 @@ impl Finisher {
             },
             Err(e) => State::Failed(e),
         };
+        self.settle(state);
+    }
+
+    /// Records how the task ended, updates its entry and removes its directory.
+    fn settle(self, state: State) {
         let record = TaskRecord {
             id: self.task,
             deal: self.deal,
@@ -303,7 +375,7 @@ impl Finisher {
         }
         match &state {
             State::Done(r) => tracing::info!(task = self.task, deal = self.deal, exit = ?r.exit,
-                fuel = r.receipt.receipt.fuel, "task finished"),
+                fuel = ?r.receipt.receipt.fuel, "task finished"),
             State::Failed(e) => {
                 tracing::info!(task = self.task, deal = self.deal, "task failed: {e}")
             }
@@ -349,12 +421,16 @@ impl Finisher {
             deal: self.deal,
             task: self.task,
             module_sha256,
-            fuel: report.usage.fuel_consumed.unwrap_or(0),
+            fuel: match (self.metering, report.usage.fuel_consumed) {
+                (Metering::Fuel, Some(n)) => Fuel::Counted(n),
+                (Metering::Fuel, None) => Fuel::Unknown,
+                (Metering::EpochOnly | Metering::None, _) => Fuel::NotMetered,
+            },
             wall_time_us: u64::try_from(report.usage.wall_time.as_micros()).unwrap_or(u64::MAX),
-            trapped: matches!(exit, Exit::Trapped(_)),
+            trapped: !matches!(exit, Exit::Code(_)),
             exit_code: match exit {
                 Exit::Code(c) => c,
-                Exit::Trapped(_) => 0,
+                Exit::Trapped(_) | Exit::Killed(_) => 0,
             },
             outputs_sha256: outputs_digest(&outputs),
         }
@@ -372,9 +448,388 @@ impl Finisher {
     }
 }
 
+// ------------------------------------------------------------------ containers
+
+/// Most entries a rootfs tar may have.
+const MAX_ROOTFS_ENTRIES: u64 = 100_000;
+
+impl TaskRunner {
+    /// Starts `req` as container task `task` for `consumer` under `deal` with `limits` (already
+    /// derived from the slice). The rootfs is unpacked and the OCI config written before this
+    /// returns, so a bad rootfs or request is refused here, typed; the container then runs on
+    /// its own thread.
+    pub fn start_container(
+        &self,
+        task: TaskId,
+        deal: DealId,
+        consumer: Address,
+        req: StartContainer,
+        limits: ContainerLimits,
+    ) -> Result<(), TaskError> {
+        let containers = match &self.containers {
+            Some(c) => c.clone(),
+            None => {
+                return Err(TaskError::ContainersUnavailable(
+                    Unavailable::Disabled.to_string(),
+                ));
+            }
+        };
+        if let Err(e) = &containers.ready {
+            return Err(TaskError::ContainersUnavailable(e.to_string()));
+        }
+        if req.limits.fuel.is_some() || req.limits.fuel_metered {
+            return Err(TaskError::BadRequest(
+                "containers are not fuel-metered: leave fuel unset".into(),
+            ));
+        }
+        let devices =
+            crate::containers::gpu_device_nodes(&limits.gpus, crate::containers::stat_char_device)
+                .map_err(TaskError::Internal)?;
+        let bundle = containers.bundle(task);
+        let output = bundle.join("output");
+        let plan = ContainerPlan {
+            args: req.args,
+            env: req.env,
+            cwd: "/".into(),
+            memory_bytes: limits.memory_bytes,
+            cpu_cores: limits.cpu_cores,
+            devices,
+            output_dir: output.clone(),
+            cgroups_path: containers.cgroups_path(task),
+        };
+        let spec = crate::containers::runtime_config(&plan)
+            .map_err(|e| TaskError::BadRequest(e.to_string()))?;
+        // Anything that fails below leaves nothing behind.
+        if let Err(e) = prepare_bundle(&bundle, &req.rootfs, &spec, limits.rootfs_bytes) {
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(e);
+        }
+        let image_sha256: [u8; 32] = Sha256::digest(&req.rootfs).into();
+        drop(req.rootfs);
+
+        self.store
+            .put_task(&TaskRecord {
+                id: task,
+                deal,
+                consumer,
+                receipt: None,
+                error: None,
+            })
+            .map_err(|e| TaskError::Internal(e.to_string()))?;
+        let (cancel, busy, finisher) =
+            self.admit(task, deal, consumer, bundle.clone(), Metering::None);
+        if busy {
+            let e = JobError::Busy {
+                limit: self.max_running,
+            };
+            finisher.settle(State::Failed(e.to_string()));
+            return Ok(());
+        }
+        let id = containers.id(task);
+        let spawned = std::thread::Builder::new()
+            .name(format!("container-{task}"))
+            .spawn(move || {
+                let outcome = crate::containers::run(
+                    &containers.runc,
+                    &bundle,
+                    &id,
+                    &plan.cgroups_path,
+                    &cancel,
+                    std::time::Duration::from_millis(limits.wall_time_ms),
+                    Limits::default().stdout_bytes,
+                );
+                let state = match outcome {
+                    Ok(o) => match finisher.container_result(o, &output, image_sha256, &limits) {
+                        Ok(r) => State::Done(Arc::new(r)),
+                        Err(e) => State::Failed(e),
+                    },
+                    Err(e) => State::Failed(e.to_string()),
+                };
+                finisher.settle(state);
+            });
+        if let Err(e) = spawned {
+            lock(&self.tasks).remove(&task);
+            return Err(TaskError::Internal(format!("cannot start a thread: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Whether container tasks can run (`None`: not configured at all), with runc's version.
+    pub fn containers_ready(&self) -> Option<Result<String, Unavailable>> {
+        self.containers.as_ref().map(|c| c.ready.clone())
+    }
+
+    /// Cleans what containers of an earlier run left (see [`Containers::clean_leftovers`]).
+    pub fn clean_container_leftovers(&self) -> Result<usize, crate::containers::ContainerError> {
+        match &self.containers {
+            Some(c) => c.clean_leftovers(),
+            None => Ok(0),
+        }
+    }
+}
+
+/// The bundle of a container task: the rootfs unpacked (safely, capped), `output/` owned by the
+/// container's root, and `config.json`.
+fn prepare_bundle(
+    bundle: &Path,
+    rootfs_tar: &[u8],
+    spec: &crate::containers::Spec,
+    max_bytes: u64,
+) -> Result<(), TaskError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| TaskError::Internal(format!("container bundle: {e}"));
+    let rootfs = bundle.join("rootfs");
+    let output = bundle.join("output");
+    std::fs::create_dir_all(&rootfs).map_err(io)?;
+    std::fs::create_dir(&output).map_err(io)?;
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    let base = crate::containers::HOST_ID_BASE;
+    std::os::unix::fs::lchown(&output, Some(base), Some(base)).map_err(io)?;
+    crate::containers::unpack_rootfs(
+        rootfs_tar,
+        &rootfs,
+        UnpackLimits {
+            max_bytes,
+            max_entries: MAX_ROOTFS_ENTRIES,
+        },
+    )
+    .map_err(TaskError::BadRootfs)?;
+    let json = serde_json::to_vec_pretty(spec).map_err(|e| TaskError::Internal(e.to_string()))?;
+    std::fs::write(bundle.join("config.json"), json).map_err(io)
+}
+
+impl Finisher {
+    /// A container's result and its receipt: no fuel, its wall time, the sha256 of its rootfs
+    /// tar in place of a module's, and its `/output` files.
+    fn container_result(
+        &self,
+        o: crate::containers::Outcome,
+        output: &Path,
+        image_sha256: [u8; 32],
+        limits: &ContainerLimits,
+    ) -> Result<TaskResult, String> {
+        let outputs: Vec<File> =
+            crate::containers::collect_outputs(output, limits.output_bytes, limits.output_entries)?
+                .into_iter()
+                .map(|(path, bytes)| File { path, bytes })
+                .collect();
+        let exit = match o.end {
+            Ok(code) => Exit::Code(code),
+            Err(Killed::Oom) => Exit::Killed(KillCause::OomKilled),
+            Err(Killed::Stopped) => Exit::Killed(KillCause::Stopped),
+            Err(Killed::WallTime) => Exit::Killed(KillCause::WallTime),
+        };
+        let receipt = UsageReceipt {
+            worker: self.signer.address(),
+            chain_id: self.chain_id,
+            deal: self.deal,
+            task: self.task,
+            module_sha256: image_sha256,
+            fuel: Fuel::NotMetered,
+            wall_time_us: u64::try_from(o.wall_time.as_micros()).unwrap_or(u64::MAX),
+            trapped: !matches!(exit, Exit::Code(_)),
+            exit_code: match exit {
+                Exit::Code(c) => c,
+                Exit::Trapped(_) | Exit::Killed(_) => 0,
+            },
+            outputs_sha256: outputs_digest(&outputs),
+        }
+        .sign(&self.signer)
+        .map_err(|e| e.to_string())?;
+        Ok(TaskResult {
+            task: self.task,
+            deal: self.deal,
+            exit,
+            stdout: o.stdout,
+            stderr: o.stderr,
+            outputs,
+            receipt,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::TaskLimits;
+    use sonm_wasm_runtime::RuntimeConfig;
+
+    const HELLO: &str = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "hi\n")
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 3))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    const ENDLESS: &str =
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#;
+
+    fn runtime(metering: Metering) -> Arc<Runtime> {
+        Arc::new(
+            Runtime::new(RuntimeConfig {
+                metering,
+                max_concurrent_jobs: 2,
+                ..RuntimeConfig::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    fn request(module: &str, fuel_metered: bool) -> StartWasm {
+        StartWasm {
+            deal: 1,
+            module: module.as_bytes().to_vec(),
+            args: Vec::new(),
+            inputs: Vec::new(),
+            limits: TaskLimits {
+                fuel_metered,
+                ..TaskLimits::default()
+            },
+        }
+    }
+
+    /// Waits (bounded) until `task` is no longer running.
+    fn wait(runner: &TaskRunner, task: TaskId, peer: Address) -> TaskStatus {
+        for _ in 0..500 {
+            match runner.status(task, peer).unwrap() {
+                TaskStatus::Running => std::thread::sleep(std::time::Duration::from_millis(10)),
+                done => return done,
+            }
+        }
+        panic!("task {task} still running");
+    }
+
+    #[test]
+    fn a_local_run_reproduces_a_metered_task_s_fuel() {
+        // What a customer does to check a receipt: the same module, arguments and inputs, run
+        // as the worker runs it (argv[0] "task", random seed 0, /input and /output).
+        let module = std::fs::read(sonm_wasm_runtime::example_jobs_dir().join("sha256.wasm"))
+            .expect("wasm-runtime/jobs/build.sh builds sha256.wasm");
+        let dir = tempfile::tempdir().unwrap();
+        let key = PrivateKeySigner::random();
+        let peer = Address::repeat_byte(7);
+        let runner = TaskRunner::new(
+            runtime(Metering::EpochOnly),
+            runtime(Metering::Fuel),
+            2,
+            dir.path().join("tasks"),
+            key,
+            31337,
+            Store::open(&dir.path().join("lmdb")).unwrap(),
+        );
+        let inputs = vec![
+            File {
+                path: "a.txt".into(),
+                bytes: b"abc".to_vec(),
+            },
+            File {
+                path: "d/b.bin".into(),
+                bytes: vec![7; 100_000],
+            },
+        ];
+        let req = StartWasm {
+            module: module.clone(),
+            inputs: inputs.clone(),
+            ..request("", true)
+        };
+        runner.start(1, 1, peer, req, Limits::default()).unwrap();
+        assert_eq!(wait(&runner, 1, peer), TaskStatus::Finished(Exit::Code(0)));
+        let Fuel::Counted(fuel) = runner.result(1, peer).unwrap().receipt.receipt.fuel else {
+            panic!("a fuel-metered task has a count");
+        };
+
+        let local = tempfile::tempdir().unwrap();
+        for f in &inputs {
+            let p = local.path().join("in").join(&f.path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, &f.bytes).unwrap();
+        }
+        let mut spec = JobSpec::new(ModuleSource::Bytes(module));
+        spec.input_dir = Some(local.path().join("in"));
+        spec.output_dir = Some(local.path().join("out"));
+        spec.program_name = "task".into();
+        spec.random_seed = Some(0);
+        // A runtime configured as `sonm-wasm-run` configures it (one slot, no disk cache).
+        let rt = Runtime::new(RuntimeConfig {
+            max_concurrent_jobs: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let report = rt.run(&spec, &CancelHandle::new()).unwrap();
+        assert_eq!(report.termination, Termination::Exit(0));
+        assert_eq!(report.usage.fuel_consumed, Some(fuel));
+    }
+
+    #[test]
+    fn metering_follows_the_request_and_both_runtimes_share_the_task_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PrivateKeySigner::random();
+        let peer = Address::repeat_byte(7);
+        let store = Store::open(&dir.path().join("lmdb")).unwrap();
+        let runner = TaskRunner::new(
+            runtime(Metering::EpochOnly),
+            runtime(Metering::Fuel),
+            1,
+            dir.path().join("tasks"),
+            key.clone(),
+            31337,
+            store,
+        );
+        let fuel_of = |task| runner.result(task, peer).unwrap().receipt.receipt.fuel;
+
+        // Production metering (epochs): the receipt says no fuel was metered.
+        runner
+            .start(1, 1, peer, request(HELLO, false), Limits::default())
+            .unwrap();
+        assert_eq!(wait(&runner, 1, peer), TaskStatus::Finished(Exit::Code(0)));
+        assert_eq!(fuel_of(1), Fuel::NotMetered);
+        // Asked for: counted (and the same count again below).
+        runner
+            .start(2, 1, peer, request(HELLO, true), Limits::default())
+            .unwrap();
+        wait(&runner, 2, peer);
+        let counted = fuel_of(2);
+        assert!(matches!(counted, Fuel::Counted(n) if n > 0), "{counted:?}");
+        // A fuel cap implies fuel metering (the epoch runtime would refuse it).
+        let capped = Limits {
+            fuel: Some(1_000_000),
+            ..Limits::default()
+        };
+        runner
+            .start(4, 1, peer, request(HELLO, false), capped)
+            .unwrap();
+        assert_eq!(wait(&runner, 4, peer), TaskStatus::Finished(Exit::Code(0)));
+        assert_eq!(fuel_of(4), counted);
+        runner
+            .result(4, peer)
+            .unwrap()
+            .receipt
+            .verify(key.address())
+            .unwrap();
+
+        // One task may run at once: a second one, on the other runtime, is refused as busy
+        // even though that runtime's pool has room.
+        runner
+            .start(5, 1, peer, request(ENDLESS, false), Limits::default())
+            .unwrap();
+        runner
+            .start(6, 1, peer, request(HELLO, true), Limits::default())
+            .unwrap();
+        let busy = JobError::Busy { limit: 1 }.to_string();
+        assert_eq!(wait(&runner, 6, peer), TaskStatus::Failed(busy));
+        runner.stop(5, peer).unwrap();
+        assert!(matches!(
+            wait(&runner, 5, peer),
+            TaskStatus::Finished(Exit::Trapped(_))
+        ));
+        assert_eq!(fuel_of(5), Fuel::NotMetered);
+        runner
+            .start(7, 1, peer, request(HELLO, true), Limits::default())
+            .unwrap();
+        assert_eq!(wait(&runner, 7, peer), TaskStatus::Finished(Exit::Code(0)));
+        assert_eq!(fuel_of(7), counted);
+    }
 
     #[test]
     fn input_paths_must_be_plain_and_relative() {

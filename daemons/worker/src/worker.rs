@@ -9,25 +9,35 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
-use alloy::transports::http::reqwest::Url;
 use sonm_contracts::Addresses;
 use sonm_market::{Address, Benchmarks, DealId};
 use sonm_net::{Connection, Endpoint, EndpointConfig, EthKey, Identity};
 use sonm_rendezvous::{ClientConfig as RendezvousConfig, RelayPolicy, RendezvousClient};
-use sonm_wasm_runtime::{Limits, Runtime, RuntimeConfig};
+use sonm_wasm_runtime::{Limits, Metering, Runtime, RuntimeConfig};
 
 use crate::bench::{self, Measured};
 use crate::billing::{Action, DealClock, next_action};
 use crate::chain::{Chain, ChainError};
 use crate::config::{Config, ConfigError};
+use crate::containers::{ContainerLimits, Containers};
 use crate::inventory::Inventory;
 use crate::plan::{PlanError, PlanId, PlanSpec, Plans, Resources, ask_benchmarks, ask_order};
-use crate::proto::{ALPN, MAX_FRAME, Request, Response, StartWasm, TaskError, TaskLimits};
+use crate::proto::{
+    ALPN, MAX_FRAME, Request, Response, StartContainer, StartWasm, TaskError, TaskLimits,
+};
 use crate::state::{DealRecord, DealState, PlanRecord, StateError, Store};
 use crate::tasks::TaskRunner;
 
+// The autotrader's and the matcher's loop: a child module, for the chain lock and the store.
+mod autotrade;
+pub use autotrade::{Autotrader, Round};
+
 /// Largest output a task may leave (it travels back in one message for now).
 const MAX_TASK_OUTPUT: u64 = 8 << 20;
+/// A container's memory when its slice names no RAM.
+const DEFAULT_CONTAINER_MEMORY: u64 = 256 << 20;
+/// Most bytes a container's rootfs may unpack to (and at most the slice's storage).
+const MAX_ROOTFS_BYTES: u64 = 1 << 30;
 /// Least time between chain scans triggered by requests for unknown deals.
 const RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a worker's QUIC identity binding is valid (renewal on restart; see README).
@@ -35,8 +45,14 @@ const IDENTITY_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Keep-alive of the task endpoint when it also carries the rendezvous connection: keeps the
 /// NAT mapping towards the server (and a relayed path) open.
 const RENDEZVOUS_KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// Longest wait between attempts to (re)connect to the rendezvous server.
-const RENDEZVOUS_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between attempts to (re)connect to the rendezvous server: after an outage the
+/// worker is unreachable until it has re-published, so retry often (a refused or unanswered
+/// handshake costs the server little).
+const RENDEZVOUS_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long one attempt to connect and publish may take. Without it an attempt against a
+/// server that is down lasts the endpoint's idle timeout (60 s), and one made just before the
+/// server returns waits out QUIC's growing Initial retransmission gaps.
+const RENDEZVOUS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -46,8 +62,6 @@ pub enum WorkerError {
     Key(#[from] sonm_contracts::KeyError),
     #[error(transparent)]
     Addresses(#[from] sonm_contracts::AddressesError),
-    #[error("rpc_url {0:?} is not a URL")]
-    RpcUrl(String),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -68,6 +82,8 @@ pub enum WorkerError {
     Identity(#[from] sonm_net::IdentityError),
     #[error("rendezvous: {0}")]
     Rendezvous(#[from] sonm_rendezvous::ClientError),
+    #[error(transparent)]
+    Autotrader(#[from] crate::autotrader::AutotraderError),
     #[error("rendezvous server {0:?} is not a host:port that resolves")]
     RendezvousAddr(String),
     #[error("{what}: {source}")]
@@ -120,12 +136,24 @@ impl Worker {
         })?;
         let signer = sonm_contracts::load_signer(Some(&config.key_file), "SONM_WORKER_KEY")?;
         let store = Store::open(&state_dir.join("lmdb"))?;
-        let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        let runtime_config = RuntimeConfig {
+            metering: config.wasm_metering.runtime_metering(),
             cache_dir: Some(state_dir.join("wasm-cache")),
             // One more slot than tasks, for the benchmark.
             max_concurrent_jobs: config.max_concurrent_tasks.max(1) + 1,
             ..RuntimeConfig::default()
-        })?);
+        };
+        let runtime = Arc::new(Runtime::new(runtime_config.clone())?);
+        // Tasks that ask for a fuel count run on a fuel-metered engine of their own (metering
+        // is fixed per engine); it shares the disk cache, whose entries are per engine.
+        let fuel_runtime = if runtime_config.metering == Metering::Fuel {
+            runtime.clone()
+        } else {
+            Arc::new(Runtime::new(RuntimeConfig {
+                metering: Metering::Fuel,
+                ..runtime_config
+            })?)
+        };
         let inventory = Inventory::detect(&state_dir)?;
         let measured = {
             let (dir, inv, bc, rt) = (
@@ -141,11 +169,7 @@ impl Worker {
             gpus = inventory.gpus.len(), benchmarks = %measured.benchmarks, "inventory"
         );
         let addresses = Addresses::read(&config.addresses)?;
-        let url: Url = config
-            .rpc_url
-            .parse()
-            .map_err(|_| WorkerError::RpcUrl(config.rpc_url.clone()))?;
-        let chain = Chain::connect(url, signer.clone(), &addresses).await?;
+        let chain = Chain::connect(&config.rpc_url, signer.clone(), &addresses).await?;
         let capacity = Resources {
             cpu_cores: inventory.cpu_cores,
             ram_bytes: inventory.ram_bytes,
@@ -172,11 +196,31 @@ impl Worker {
         }
         let runner = TaskRunner::new(
             runtime.clone(),
+            fuel_runtime,
+            config.max_concurrent_tasks.max(1),
             state_dir.join("tasks"),
             signer.clone(),
             chain.chain_id(),
             store.clone(),
-        );
+        )
+        .with_containers(Containers::new(
+            &state_dir,
+            config.containers,
+            PathBuf::from("runc"),
+            // Unique per worker on a host (cgroup names are host-wide).
+            alloy::primitives::hex::encode(&signer.address().as_slice()[..4]),
+        ));
+        match runner.containers_ready() {
+            Some(Ok(version)) => tracing::info!(%version, "containers: on"),
+            Some(Err(crate::containers::Unavailable::Disabled)) | None => {}
+            Some(Err(e)) => tracing::warn!("containers are on in the configuration but: {e}"),
+        }
+        // Before the task directories go: a container left running by a crash is deleted first.
+        match runner.clean_container_leftovers() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("deleted {n} containers left by an earlier run"),
+            Err(e) => tracing::warn!("cleaning old containers: {e}"),
+        }
         match runner.clean_orphans() {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} task directories left by an earlier run"),
@@ -233,6 +277,12 @@ impl Worker {
         let wanted = self.config.plan_specs()?;
         for rec in self.store.plans()? {
             if rec.removing {
+                continue;
+            }
+            // The autotrader's plans are its own, not the configuration's.
+            if self.config.autotrader.as_ref().is_some_and(|a| a.replan)
+                && crate::autotrader::optimus_purpose(&rec.spec.name).is_some()
+            {
                 continue;
             }
             match wanted.iter().find(|s| s.name == rec.spec.name) {
@@ -657,13 +707,21 @@ impl Worker {
     async fn rendezvous_loop(self: Arc<Self>, endpoint: Endpoint) {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match self.join_rendezvous(&endpoint).await {
-                Ok(client) => {
+            let attempt = async { Some(self.join_rendezvous(&endpoint).await) };
+            let timeout = async {
+                smol::Timer::after(RENDEZVOUS_ATTEMPT_TIMEOUT).await;
+                None
+            };
+            match smol::future::or(attempt, timeout).await {
+                None => tracing::warn!(
+                    "rendezvous: no answer in {RENDEZVOUS_ATTEMPT_TIMEOUT:?}; retrying in {backoff:?}"
+                ),
+                Some(Err(e)) => tracing::warn!("rendezvous: {e}; retrying in {backoff:?}"),
+                Some(Ok(client)) => {
                     backoff = Duration::from_secs(1);
                     client.closed().await;
                     tracing::warn!("rendezvous connection ended; reconnecting");
                 }
-                Err(e) => tracing::warn!("rendezvous: {e}; retrying in {backoff:?}"),
             }
             smol::Timer::after(backoff).await;
             backoff = (backoff * 2).min(RENDEZVOUS_MAX_BACKOFF);
@@ -709,6 +767,7 @@ impl Worker {
     pub async fn handle(&self, peer: Address, req: Request) -> Result<Response, TaskError> {
         match req {
             Request::StartWasm(start) => self.start_wasm(peer, start).await,
+            Request::StartContainer(start) => self.start_container(peer, start).await,
             Request::Status { task } => self.runner.status(task, peer).map(Response::Status),
             Request::Result { task } => self
                 .runner
@@ -813,6 +872,7 @@ impl Worker {
             },
             stdout_bytes: default.stdout_bytes,
             stderr_bytes: default.stderr_bytes,
+            output_entries: default.output_entries,
         };
         Ok((limits, slice.cpu_cores.max(1)))
     }
@@ -835,6 +895,91 @@ impl Worker {
         Ok(Response::Started { task })
     }
 
+    /// A container's limits under `deal`: what was asked, each within the slice; its GPUs are
+    /// the slice's (see [`crate::containers::gpu_indexes`]).
+    pub fn container_limits(
+        &self,
+        deal: &DealRecord,
+        asked: &TaskLimits,
+    ) -> Result<ContainerLimits, TaskError> {
+        let internal = |e: StateError| TaskError::Internal(e.to_string());
+        let plans = self.store.plans().map_err(internal)?;
+        let plan = deal.plan.and_then(|id| plans.iter().find(|p| p.id == id));
+        let slice = plan.map(|p| p.spec.slice).unwrap_or_default();
+        let max_memory = if slice.ram_bytes > 0 {
+            slice.ram_bytes
+        } else {
+            DEFAULT_CONTAINER_MEMORY
+        };
+        let memory_bytes = match asked.memory_bytes {
+            Some(a) if a > max_memory => {
+                return Err(TaskError::LimitExceeded {
+                    what: "memory_bytes".into(),
+                    asked: a,
+                    max: max_memory,
+                });
+            }
+            Some(a) => a,
+            None => max_memory,
+        };
+        // Wall time and output as for a WASM task.
+        let (wasm, cores) = self.task_limits(
+            deal,
+            &TaskLimits {
+                memory_bytes: None,
+                ..*asked
+            },
+        )?;
+        let gpus = match plan {
+            Some(p) if p.spec.slice.gpus > 0 => {
+                let held: Vec<(u64, u32)> = plans
+                    .iter()
+                    .filter(|r| !r.removing || r.deal.is_some())
+                    .map(|r| (r.id, r.spec.slice.gpus))
+                    .collect();
+                crate::containers::gpu_indexes(&held, p.id)
+            }
+            _ => Vec::new(),
+        };
+        Ok(ContainerLimits {
+            memory_bytes,
+            cpu_cores: cores,
+            wall_time_ms: wasm.wall_time_ms,
+            output_bytes: wasm.output_bytes,
+            output_entries: wasm.output_entries,
+            rootfs_bytes: if slice.storage_bytes > 0 {
+                slice.storage_bytes.min(MAX_ROOTFS_BYTES)
+            } else {
+                MAX_ROOTFS_BYTES
+            },
+            gpus,
+        })
+    }
+
+    async fn start_container(
+        &self,
+        peer: Address,
+        start: StartContainer,
+    ) -> Result<Response, TaskError> {
+        // Who may: exactly as for a WASM task (the deal's consumer, an active deal).
+        let deal = self.authorize(peer, start.deal).await?;
+        let limits = self.container_limits(&deal, &start.limits)?;
+        if self.runner.running_for_deal(deal.id) >= limits.cpu_cores {
+            return Err(TaskError::TooManyTasks {
+                deal: deal.id,
+                limit: limits.cpu_cores,
+            });
+        }
+        let task = self
+            .store
+            .next_task_id()
+            .map_err(|e| TaskError::Internal(e.to_string()))?;
+        self.runner
+            .start_container(task, deal.id, peer, start, limits)?;
+        tracing::info!(task, deal = deal.id, %peer, "container started");
+        Ok(Response::Started { task })
+    }
+
     /// Serves `endpoint` and runs the chain loop every `poll_interval_ms` until `stop` resolves.
     pub async fn run_until(
         self: Arc<Self>,
@@ -848,6 +993,9 @@ impl Worker {
             .rendezvous
             .is_some()
             .then(|| smol::spawn(self.clone().rendezvous_loop(endpoint.clone())));
+        let autotrader = self
+            .autotrader()
+            .map(|at| smol::spawn(self.clone().autotrader_loop(at)));
         let interval = Duration::from_millis(self.config.poll_interval_ms.max(10));
         let chain_loop = async {
             loop {
@@ -858,6 +1006,7 @@ impl Worker {
         smol::future::or(chain_loop, stop).await;
         tracing::info!("stopping: closing connections and cancelling running tasks");
         drop(rendezvous);
+        drop(autotrader);
         if let Ok(local) = endpoint.local_addr() {
             lock(&self.sockets).remove(&local);
         }

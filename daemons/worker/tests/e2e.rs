@@ -28,8 +28,8 @@ use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
 use sonm_worker::client::{ClientError, TaskClient, client_endpoint};
 use sonm_worker::config::PlanConfig;
-use sonm_worker::proto::{Exit, File, StartWasm, TaskError, TaskLimits};
-use sonm_worker::receipt::{ReceiptError, verify_result};
+use sonm_worker::proto::{Exit, File, StartContainer, StartWasm, TaskError, TaskLimits};
+use sonm_worker::receipt::{Fuel, ReceiptError, verify_result};
 use sonm_worker::state::DealState;
 use sonm_worker::{Config, Worker};
 
@@ -55,13 +55,15 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
     Config {
         state_dir: dir.join("state"),
         key_file: dir.join("worker.key"),
-        rpc_url: anvil.endpoint(),
+        rpc_url: anvil.endpoint().parse().unwrap(),
         addresses: dir.join("addresses.toml"),
         listen: "127.0.0.1:0".parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 4,
         max_task_wall_time_ms: 60_000,
+        wasm_metering: Default::default(),
+        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
@@ -71,6 +73,7 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
         master: Some(DEV_KEYS[3].parse::<PrivateKeySigner>().unwrap().address()),
         rendezvous: None,
         rendezvous_address: None,
+        autotrader: None,
         plans: vec![
             plan("spot-small", "256MiB", 1_000_000_000, 0),
             plan("forward-hour", "128MiB", 2_000_000_000, 3600),
@@ -347,11 +350,12 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
             .map(|(p, h)| format!("{h}  {p}\n"))
             .collect();
         assert_eq!(String::from_utf8_lossy(&sums.bytes), expected);
-        // The receipt (already checked by `result`): the worker's, this deal and task, fuel.
+        // The receipt (already checked by `result`): the worker's, this deal and task; no fuel
+        // under the production metering (epochs), and it says so.
         let receipt = &result.receipt.receipt;
         assert_eq!(result.receipt.signer().unwrap(), supplier.address());
         assert_eq!((receipt.deal, receipt.task), (deal, task));
-        assert!(receipt.fuel > 0);
+        assert_eq!(receipt.fuel, Fuel::NotMetered);
         assert_eq!(receipt.chain_id, addresses.chain_id);
         verify_result(&result, supplier.address()).unwrap();
         let mut tampered = result.clone();
@@ -364,14 +368,28 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
             verify_result(&result, consumer.address()),
             Err(ReceiptError::WrongWorker { .. })
         ));
-        // Fuel is deterministic: the same job again uses the same fuel.
-        let again = client.start_wasm(start.clone()).await.unwrap();
-        let again = client
-            .wait_result(again, Duration::from_millis(20), 3000)
-            .await
-            .unwrap();
-        assert_eq!(again.receipt.receipt.fuel, receipt.fuel);
-        assert_eq!(again.receipt.receipt.outputs_sha256, receipt.outputs_sha256);
+        // A task that asks for fuel gets a count, and it is deterministic: the same job twice
+        // uses the same fuel (and gives the same outputs as the unmetered run).
+        let metered = StartWasm {
+            limits: TaskLimits {
+                fuel_metered: true,
+                ..TaskLimits::default()
+            },
+            ..start.clone()
+        };
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let t = client.start_wasm(metered.clone()).await.unwrap();
+            let r = client
+                .wait_result(t, Duration::from_millis(20), 3000)
+                .await
+                .unwrap();
+            verify_result(&r, supplier.address()).unwrap();
+            assert_eq!(r.receipt.receipt.outputs_sha256, receipt.outputs_sha256);
+            counts.push(r.receipt.receipt.fuel);
+        }
+        assert!(matches!(counts[0], Fuel::Counted(n) if n > 0), "{counts:?}");
+        assert_eq!(counts[0], counts[1]);
 
         // A limit beyond the slice is refused.
         let greedy = StartWasm {
@@ -411,6 +429,23 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
             }
             other => panic!("stranger was not refused: {other:?}"),
         }
+        // The same check guards containers, before anything else is looked at.
+        let container = StartContainer {
+            deal,
+            rootfs: Vec::new(),
+            args: vec!["true".into()],
+            env: Vec::new(),
+            limits: TaskLimits::default(),
+        };
+        assert!(matches!(
+            stranger.start_container(container.clone()).await,
+            Err(ClientError::Refused(TaskError::NotConsumer { peer, .. })) if peer == stranger_key.address()
+        ));
+        // This worker has `containers = false`: the consumer is told so, typed.
+        assert!(matches!(
+            client.start_container(container).await,
+            Err(ClientError::Refused(TaskError::ContainersUnavailable(_)))
+        ));
         assert!(matches!(
             stranger.status(task).await,
             Err(ClientError::Refused(TaskError::NotYourTask { .. }))
@@ -444,7 +479,7 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
                           (func (export "_start") (loop $l (br $l))))"#
                 .to_vec(),
             inputs: Vec::new(),
-            ..start.clone()
+            ..metered.clone()
         };
         let looping = client.start_wasm(endless).await.unwrap();
         assert_eq!(
@@ -467,7 +502,8 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
             stopped.exit
         );
         assert!(stopped.receipt.receipt.trapped);
-        // A stopped job's fuel is unknown (receipt fuel 0); its wall time is what counts.
+        // A stopped job's fuel is unknown even when metered; its wall time is what counts.
+        assert_eq!(stopped.receipt.receipt.fuel, Fuel::Unknown);
         assert!(stopped.receipt.receipt.wall_time_us > 0);
         assert!(matches!(
             client.start_wasm(start.clone()).await,

@@ -96,13 +96,15 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
     let config = Config {
         state_dir: dir.path().join("state"),
         key_file: dir.path().join("worker.key"),
-        rpc_url: anvil.endpoint(),
+        rpc_url: anvil.endpoint().parse().unwrap(),
         addresses: dir.path().join("addresses.toml"),
         listen,
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
+        wasm_metering: Default::default(),
+        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
@@ -112,6 +114,7 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
         master: None,
         rendezvous: None,
         rendezvous_address: None,
+        autotrader: None,
         plans: vec![PlanConfig {
             name: "one-core".into(),
             cpu_cores: 1,
@@ -144,7 +147,7 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
         addresses.write(&config.addresses).unwrap();
         std::fs::write(&config.key_file, format!("{}\n", DEV_KEYS[1])).unwrap();
         // A read-only view of the supplier's orders.
-        let view = Chain::connect(url.clone(), supplier.clone(), &addresses)
+        let view = Chain::connect(&config.rpc_url, supplier.clone(), &addresses)
             .await
             .unwrap();
 

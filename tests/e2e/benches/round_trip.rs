@@ -20,141 +20,12 @@
 //! dependency tree) or `cargo bench -p sonm-e2e --bench round_trip` (bench profile for this
 //! binary only; the daemons are the same). Not run in CI.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sonm_e2e::{CONSUMER_KEY, Net, Node, SNM, Worker, address_of, example_job, wait_for};
-
-/// Time the proxied endpoint spent answering, as a union of in-flight intervals.
-#[derive(Debug, Default)]
-struct Busy {
-    in_flight: u32,
-    since: Option<Instant>,
-    total: Duration,
-    requests: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Meter(Arc<Mutex<Busy>>);
-
-impl Meter {
-    fn begin(&self) {
-        let mut b = self.0.lock().unwrap();
-        if b.in_flight == 0 {
-            b.since = Some(Instant::now());
-        }
-        b.in_flight += 1;
-        b.requests += 1;
-    }
-
-    fn end(&self) {
-        let mut b = self.0.lock().unwrap();
-        b.in_flight -= 1;
-        if b.in_flight == 0 {
-            let since = b.since.take().unwrap();
-            b.total += since.elapsed();
-        }
-    }
-
-    /// (busy time so far, requests so far).
-    fn read(&self) -> (Duration, u64) {
-        let b = self.0.lock().unwrap();
-        let open = b.since.map(|s| s.elapsed()).unwrap_or_default();
-        (b.total + open, b.requests)
-    }
-}
-
-/// Reads one HTTP/1.1 message (head + body framed by Content-Length or chunked) from `r`;
-/// `None` at a clean end of stream.
-fn read_message(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
-    let mut msg = Vec::new();
-    let mut length = 0usize;
-    let mut chunked = false;
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line).ok()? == 0 {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
-        if let Some(v) = text.strip_prefix("content-length:") {
-            length = v.trim().parse().ok()?;
-        }
-        if text.starts_with("transfer-encoding:") && text.contains("chunked") {
-            chunked = true;
-        }
-        msg.extend_from_slice(&line);
-        if line == b"\r\n" {
-            break;
-        }
-    }
-    if chunked {
-        loop {
-            let mut size = Vec::new();
-            r.read_until(b'\n', &mut size).ok()?;
-            msg.extend_from_slice(&size);
-            let n = usize::from_str_radix(
-                String::from_utf8_lossy(&size)
-                    .trim()
-                    .split(';')
-                    .next()
-                    .unwrap_or("0"),
-                16,
-            )
-            .ok()?;
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).ok()?;
-            msg.extend_from_slice(&chunk);
-            if n == 0 {
-                break;
-            }
-        }
-    } else {
-        let mut body = vec![0; length];
-        r.read_exact(&mut body).ok()?;
-        msg.extend_from_slice(&body);
-    }
-    Some(msg)
-}
-
-/// A JSON-RPC proxy on a free port in front of `upstream` (host:port), metering every request.
-fn proxy(upstream: String, meter: Meter) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            let (upstream, meter) = (upstream.clone(), meter.clone());
-            std::thread::spawn(move || {
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    return;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let mut from_client = BufReader::new(client.try_clone().unwrap());
-                let mut from_server = BufReader::new(server.try_clone().unwrap());
-                let (mut to_client, mut to_server) = (client, server);
-                while let Some(request) = read_message(&mut from_client) {
-                    meter.begin();
-                    let ok = to_server.write_all(&request).is_ok();
-                    let response = if ok {
-                        read_message(&mut from_server)
-                    } else {
-                        None
-                    };
-                    let sent = response.is_some_and(|r| to_client.write_all(&r).is_ok());
-                    meter.end();
-                    if !sent {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
-}
+use sonm_e2e::{
+    CONSUMER_KEY, Meter, Net, Node, RpcProxy, SNM, Worker, address_of, example_job, wait_for,
+};
 
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -255,11 +126,10 @@ fn main() {
     let customer = address_of(CONSUMER_KEY);
     let net = Net::start(&[], &[(customer, 1_000 * SNM)]);
     let worker = Worker::start(&net, 600);
-    let meter = Meter::default();
-    let upstream = net.rpc().trim_start_matches("http://").to_owned();
-    let proxied = proxy(upstream, meter.clone());
+    let proxy = RpcProxy::start(&net.rpc());
+    let meter = proxy.meter.clone();
     // The node reaches the chain through the proxy: its configuration's rpc_url.
-    let node = Node::start_with_rpc(&net, CONSUMER_KEY, &worker, None, &proxied);
+    let node = Node::start_with_rpc(&net, CONSUMER_KEY, &worker, None, &proxy.url);
     let module = example_job("hello.wasm");
     let module = module.to_str().unwrap();
 

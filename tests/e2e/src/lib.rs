@@ -340,6 +340,11 @@ impl Worker {
 
     /// Like [`Worker::start`], configured by `opts`.
     pub fn start_with(net: &Net, opts: WorkerOpts) -> Self {
+        Self::start_with_rpc(net, opts, &[net.rpc()])
+    }
+
+    /// Like [`Worker::start_with`], with the chain endpoints `rpc` (failover in this order).
+    pub fn start_with_rpc(net: &Net, opts: WorkerOpts, rpc: &[String]) -> Self {
         let WorkerOpts {
             billing_interval,
             poll_interval_ms,
@@ -362,7 +367,7 @@ impl Worker {
             format!(
                 r#"state_dir = "{state}"
 key_file = "{key}"
-rpc_url = "{rpc}"
+rpc_url = {rpc}
 addresses = "{addresses}"
 listen = "{listen}"
 netflags = "outbound"
@@ -379,7 +384,7 @@ interval = {billing_interval}
 {plans}"#,
                 state = net.path("worker").display(),
                 key = key_file.display(),
-                rpc = net.rpc(),
+                rpc = toml_list(rpc),
                 addresses = net.addresses_path.display(),
                 score = example_job("wasm-score.wasm").display(),
             ),
@@ -498,6 +503,17 @@ impl Node {
         dwh: Option<&Dwh>,
         rpc: &str,
     ) -> Self {
+        Self::start_with_rpcs(net, key, worker, dwh, &[rpc.to_owned()])
+    }
+
+    /// Like [`Node::start`], with the chain endpoints `rpc` (failover in this order).
+    pub fn start_with_rpcs(
+        net: &Net,
+        key: &str,
+        worker: &Worker,
+        dwh: Option<&Dwh>,
+        rpc: &[String],
+    ) -> Self {
         let d = net.dir.path();
         std::fs::write(d.join("node.password"), "e2e password\n").unwrap();
         std::fs::write(d.join("consumer.key"), key).unwrap();
@@ -526,7 +542,7 @@ impl Node {
             format!(
                 r#"keystore = "{keystore}"
 password_file = "{password}"
-rpc_url = "{rpc}"
+rpc_url = {rpc}
 addresses = "{addresses}"
 listen = "127.0.0.1:{port}"
 quic_bind = "127.0.0.1:0"
@@ -536,6 +552,7 @@ quic_bind = "127.0.0.1:0"
 "#,
                 keystore = d.join("node-key.json").display(),
                 password = d.join("node.password").display(),
+                rpc = toml_list(rpc),
                 addresses = net.addresses_path.display(),
                 supplier = worker.address,
                 listen = worker.listen,
@@ -647,7 +664,7 @@ pub fn spinning_module(dir: &Path) -> PathBuf {
 
 /// Every log of the network's daemons, for failure messages.
 pub fn logs(net: &Net) -> String {
-    ["worker.log", "node.log", "dwh.log"]
+    ["worker.log", "node.log", "dwh.log", "rendezvous.log"]
         .iter()
         .map(|f| {
             format!(
@@ -656,4 +673,635 @@ pub fn logs(net: &Net) -> String {
             )
         })
         .collect()
+}
+
+// ------------------------------------------------------------------ rendezvous and NAT
+// (rendezvous_restart.rs and scripts/local-network.sh share this topology)
+
+/// How the simulated NAT in front of the worker maps and filters (as in sonm-rendezvous's
+/// NAT tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// MASQUERADE: ports kept, replies only from where the worker sent: hole punching works.
+    PortRestricted,
+    /// MASQUERADE --random: a fresh port per destination: only the relay works.
+    Symmetric,
+}
+
+/// A worker's home behind a simulated NAT: a router namespace whose `wan` side is on a veth
+/// pair with this (root) namespace, and a worker namespace on its LAN. The host side gets
+/// `host_ip`, where anvil, the rendezvous server and the node must listen to be reachable.
+/// Unsolicited traffic from the host is dropped at the router, so the worker's private address
+/// is unreachable and the node can reach the worker only through the rendezvous. Dropping it
+/// deletes both namespaces (the veth pairs, routes and iptables rules go with them).
+#[derive(Debug)]
+pub struct NatSite {
+    pub router_ns: String,
+    pub worker_ns: String,
+    /// This namespace's address on the veth towards the router.
+    pub host_ip: String,
+    /// The router's WAN address: what the host sees the worker's traffic come from.
+    pub router_ip: String,
+    /// The worker's private address on the router's LAN.
+    pub worker_ip: String,
+}
+
+fn run_cmd(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl NatSite {
+    /// Whether namespaces and iptables can be used here (root, iproute2, iptables).
+    pub fn available() -> Result<(), String> {
+        run_cmd(&["iptables", "--version"]).map_err(|e| format!("iptables unavailable ({e})"))?;
+        let probe = format!("se2eprobe{}", std::process::id());
+        run_cmd(&["ip", "netns", "add", &probe])
+            .map_err(|e| format!("cannot create a network namespace ({e})"))?;
+        let _ = run_cmd(&["ip", "netns", "del", &probe]);
+        Ok(())
+    }
+
+    /// Builds the site; its subnets (10.212.k.0/24 and the next) are chosen from this
+    /// process's id, apart from the rendezvous NAT tests' (10.200/15) and the script's.
+    pub fn build(kind: NatKind) -> Result<Self, String> {
+        let pid = std::process::id();
+        let k = 100 + 2 * (pid % 60);
+        let mut site = Self {
+            router_ns: format!("se2e{pid}r"),
+            worker_ns: String::new(),
+            host_ip: format!("10.212.{k}.1"),
+            router_ip: format!("10.212.{k}.2"),
+            worker_ip: format!("10.212.{}.2", k + 1),
+        };
+        let (r, host_if) = (site.router_ns.clone(), format!("se{pid}h"));
+        let lan_gw = format!("10.212.{}.1", k + 1);
+        run_cmd(&["ip", "netns", "add", &r])?;
+        let w = format!("se2e{pid}w");
+        run_cmd(&["ip", "netns", "add", &w])?;
+        site.worker_ns = w.clone();
+        let ipt = |rule: &[&str]| {
+            let mut args = vec!["ip", "netns", "exec", &r, "iptables"];
+            args.extend_from_slice(rule);
+            run_cmd(&args)
+        };
+        let mut masquerade = vec![
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "wan",
+            "-j",
+            "MASQUERADE",
+        ];
+        if kind == NatKind::Symmetric {
+            masquerade.push("--random");
+        }
+        let host_cidr = format!("{}/24", site.host_ip);
+        let router_cidr = format!("{}/24", site.router_ip);
+        let worker_cidr = format!("{}/24", site.worker_ip);
+        let lan_cidr = format!("{lan_gw}/24");
+        let lan_net = format!("10.212.{}.0/24", k + 1);
+        for cmd in [
+            &["ip", "-n", &r, "link", "set", "lo", "up"][..],
+            &["ip", "-n", &w, "link", "set", "lo", "up"],
+            &[
+                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "wan", "netns", &r,
+            ],
+            &["ip", "addr", "add", &host_cidr, "dev", &host_if],
+            &["ip", "link", "set", &host_if, "up"],
+            &["ip", "-n", &r, "addr", "add", &router_cidr, "dev", "wan"],
+            &["ip", "-n", &r, "link", "set", "wan", "up"],
+            &[
+                "ip", "-n", &r, "link", "add", "lan", "type", "veth", "peer", "name", "eth0",
+                "netns", &w,
+            ],
+            &["ip", "-n", &r, "addr", "add", &lan_cidr, "dev", "lan"],
+            &["ip", "-n", &r, "link", "set", "lan", "up"],
+            &["ip", "-n", &w, "addr", "add", &worker_cidr, "dev", "eth0"],
+            &["ip", "-n", &w, "link", "set", "eth0", "up"],
+            &["ip", "-n", &w, "route", "add", "default", "via", &lan_gw],
+            // The worker's LAN is routed to the router (not out of this machine), which
+            // drops what the worker did not ask for, as a home router does.
+            &[
+                "ip",
+                "route",
+                "add",
+                &lan_net,
+                "via",
+                &site.router_ip,
+                "dev",
+                &host_if,
+            ],
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &r,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        ] {
+            run_cmd(cmd)?;
+        }
+        // Nothing listens on the router: unsolicited UDP there is dropped rather than recorded
+        // by conntrack (a recorded inbound flow could take the port a punch needs).
+        ipt(&["-A", "INPUT", "-i", "wan", "-p", "udp", "-j", "DROP"])?;
+        ipt(&[
+            "-A",
+            "FORWARD",
+            "-i",
+            "wan",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "DROP",
+        ])?;
+        ipt(&masquerade)?;
+        Ok(site)
+    }
+
+    /// `ip netns exec <worker namespace>`: the prefix of a command run as the worker's box.
+    pub fn exec_prefix(&self) -> [&str; 3] {
+        ["netns", "exec", &self.worker_ns]
+    }
+}
+
+impl Drop for NatSite {
+    fn drop(&mut self) {
+        // Processes inside must be gone first (the Daemons are dropped before the site).
+        for ns in [&self.worker_ns, &self.router_ns] {
+            if !ns.is_empty() {
+                let _ = run_cmd(&["ip", "netns", "del", ns]);
+            }
+        }
+    }
+}
+
+/// A `sonm-rendezvous` process with its key in a file (so a restart keeps its address).
+#[derive(Debug)]
+pub struct Rendezvous {
+    pub listen: std::net::SocketAddr,
+    pub address: Address,
+    config: PathBuf,
+    pub process: Daemon,
+}
+
+impl Rendezvous {
+    /// Starts the server on `ip` (a free port; relays on the same IP); returns once it serves.
+    pub fn start(net: &Net, ip: &str) -> Self {
+        let port = UdpSocket::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        // anvil's dev key 3: an identity no other party here uses.
+        let key = DEV_KEYS[3];
+        let key_file = net.path("rendezvous.key");
+        std::fs::write(&key_file, key.trim_start_matches("0x")).unwrap();
+        let config = net.path("rendezvous.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{listen}\"\nrelay_ip = \"{ip}\"\nkey_file = \"{}\"\n",
+                key_file.display()
+            ),
+        )
+        .unwrap();
+        let mut rv = Self {
+            listen,
+            address: address_of(key),
+            process: Self::spawn(&config, &net.path("rendezvous.log")),
+            config,
+        };
+        rv.wait_serving(1);
+        rv
+    }
+
+    /// `kill -9`, then the server again on the same address, key and configuration.
+    pub fn restart(&mut self) {
+        let runs = self.process.log_text().matches("serving").count();
+        self.process.kill9();
+        self.process = Self::spawn(&self.config, &self.process.log.clone());
+        self.wait_serving(runs + 1);
+    }
+
+    /// sonm-rendezvous logs to stdout: both streams go to `log`.
+    fn spawn(config: &Path, log: &Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(bin("sonm-rendezvous"))
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start sonm-rendezvous: {e}"));
+        Daemon {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    fn wait_serving(&mut self, runs: usize) {
+        let log = self.process.log.clone();
+        wait_for(
+            "the rendezvous server serving",
+            Duration::from_secs(30),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            || {
+                assert!(
+                    self.process.alive(),
+                    "sonm-rendezvous exited:\n{}",
+                    self.process.log_text()
+                );
+                (self.process.log_text().matches("serving").count() >= runs).then_some(())
+            },
+        )
+    }
+}
+
+/// `sonm-node keygen --import-hex-file` of `key` into `<dir>/node-key.json`, password in
+/// `<dir>/node.password`.
+fn import_node_key(dir: &Path, key: &str) {
+    std::fs::write(dir.join("node.password"), "e2e password\n").unwrap();
+    std::fs::write(dir.join("consumer.key"), key).unwrap();
+    let out = Command::new(bin("sonm-node"))
+        .args(["keygen", "--keystore"])
+        .arg(dir.join("node-key.json"))
+        .arg("--password-file")
+        .arg(dir.join("node.password"))
+        .arg("--import-hex-file")
+        .arg(dir.join("consumer.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sonm-node keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(dir.join("consumer.key")).unwrap();
+}
+
+impl Worker {
+    /// The worker as in `scripts/local-network.sh` under NAT: in `site`'s worker namespace,
+    /// its task service on its private address, publishing itself to `rv`, reaching the chain
+    /// at the host's side of the NAT. ([`Worker::restart`] would start it outside the
+    /// namespace: not for this one.)
+    pub fn start_behind_nat(net: &Net, site: &NatSite, rv: &Rendezvous) -> Self {
+        let key_file = net.path("worker.key");
+        std::fs::write(&key_file, SUPPLIER_KEY).unwrap();
+        // Its own namespace: any port is free there.
+        let listen = format!("{}:15010", site.worker_ip);
+        let config = net.path("worker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"state_dir = "{state}"
+key_file = "{key}"
+rpc_url = "http://{host}:{port}"
+addresses = "{addresses}"
+listen = "{listen}"
+netflags = "outbound"
+poll_interval_ms = 200
+rendezvous = "{rv}"
+rendezvous_address = "{rv_address}"
+
+[benchmarks]
+wasm_score_module = "{score}"
+wasm_score_rounds = 20
+cpu_ms = 20
+
+[[plans]]
+name = "one-core"
+cpu_cores = 1
+ram = "128MiB"
+storage = "100MB"
+price = {PRICE}
+duration = 0
+netflags = "outbound"
+"#,
+                state = net.path("worker").display(),
+                key = key_file.display(),
+                host = site.host_ip,
+                port = net.anvil.port(),
+                addresses = net.addresses_path.display(),
+                rv = rv.listen,
+                rv_address = rv.address,
+                score = example_job("wasm-score.wasm").display(),
+            ),
+        )
+        .unwrap();
+        let worker = bin("sonm-worker");
+        let mut args = site.exec_prefix().to_vec();
+        args.extend([
+            worker.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+        ]);
+        let mut w = Self {
+            process: Daemon::spawn(Path::new("ip"), &args, &net.path("worker.log")),
+            config,
+            listen,
+            address: address_of(SUPPLIER_KEY),
+        };
+        w.wait_running(1);
+        w
+    }
+
+    /// How many times the worker has published itself to a rendezvous server (each new
+    /// connection to the server publishes once; refreshes are not counted).
+    pub fn publishes(&self) -> usize {
+        self.process
+            .log_text()
+            .matches("published to the rendezvous server")
+            .count()
+    }
+}
+
+impl Node {
+    /// The node as in `scripts/local-network.sh`: no address for any worker, only the
+    /// rendezvous server `rv`; its QUIC socket on `quic_ip` (one the worker's NAT reaches).
+    pub fn start_via_rendezvous(net: &Net, key: &str, rv: &Rendezvous, quic_ip: &str) -> Self {
+        let d = net.dir.path();
+        import_node_key(d, key);
+        let port = free_tcp_port();
+        let config = d.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"keystore = "{keystore}"
+password_file = "{password}"
+rpc_url = "{rpc}"
+addresses = "{addresses}"
+listen = "127.0.0.1:{port}"
+quic_bind = "{quic_ip}:0"
+rendezvous = "{rv}"
+rendezvous_address = "{rv_address}"
+"#,
+                keystore = d.join("node-key.json").display(),
+                password = d.join("node.password").display(),
+                rpc = net.rpc(),
+                addresses = net.addresses_path.display(),
+                rv = rv.listen,
+                rv_address = rv.address,
+            ),
+        )
+        .unwrap();
+        let node = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            address: address_of(key),
+            process: Daemon::spawn(
+                &bin("sonm-node"),
+                &["--config", config.to_str().unwrap()],
+                &net.path("node.log"),
+            ),
+        };
+        wait_for(
+            "the node's API",
+            Duration::from_secs(60),
+            || node.process.log_text(),
+            || node.sonm(&["balance"]).ok(),
+        );
+        node
+    }
+
+    /// The paths of the connections the node made through the rendezvous, in order, as it
+    /// logged them: "direct path" or "relay".
+    pub fn rendezvous_paths(&self) -> Vec<String> {
+        self.process
+            .log_text()
+            .lines()
+            .filter_map(|l| {
+                l.split("reached the worker through the rendezvous (")
+                    .nth(1)
+            })
+            .filter_map(|rest| rest.split(')').next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------------ chain RPC endpoints
+// (rpc_failover.rs and the round-trip benchmark)
+
+/// `["a", "b"]`: a TOML list of strings (the `rpc_url` of the daemons' configurations).
+pub fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Time an endpoint spent answering (a union of in-flight intervals) and its request count.
+#[derive(Debug, Default)]
+struct Busy {
+    in_flight: u32,
+    since: Option<Instant>,
+    total: Duration,
+    requests: u64,
+}
+
+/// What an [`RpcProxy`] relayed: busy time and requests. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct Meter(std::sync::Arc<std::sync::Mutex<Busy>>);
+
+impl Meter {
+    fn begin(&self) {
+        let mut b = self.0.lock().unwrap();
+        if b.in_flight == 0 {
+            b.since = Some(Instant::now());
+        }
+        b.in_flight += 1;
+        b.requests += 1;
+    }
+
+    fn end(&self) {
+        let mut b = self.0.lock().unwrap();
+        b.in_flight -= 1;
+        if b.in_flight == 0 {
+            let since = b.since.take().unwrap();
+            b.total += since.elapsed();
+        }
+    }
+
+    /// (busy time so far, requests so far).
+    pub fn read(&self) -> (Duration, u64) {
+        let b = self.0.lock().unwrap();
+        let open = b.since.map(|s| s.elapsed()).unwrap_or_default();
+        (b.total + open, b.requests)
+    }
+}
+
+/// Reads one HTTP/1.1 message (head + body framed by Content-Length or chunked) from `r`;
+/// `None` at the end of the stream or on an error.
+fn read_http_message(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<u8>> {
+    use std::io::{BufRead, Read};
+    let mut msg = Vec::new();
+    let mut length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(v) = text.strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        if text.starts_with("transfer-encoding:") && text.contains("chunked") {
+            chunked = true;
+        }
+        msg.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    if chunked {
+        loop {
+            let mut size = Vec::new();
+            r.read_until(b'\n', &mut size).ok()?;
+            msg.extend_from_slice(&size);
+            let n = usize::from_str_radix(
+                String::from_utf8_lossy(&size)
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or("0"),
+                16,
+            )
+            .ok()?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            msg.extend_from_slice(&chunk);
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut body = vec![0; length];
+        r.read_exact(&mut body).ok()?;
+        msg.extend_from_slice(&body);
+    }
+    Some(msg)
+}
+
+/// A JSON-RPC (HTTP/1.1) proxy on a free loopback port in front of an endpoint, metering every
+/// request. [`RpcProxy::kill`] (or drop) takes it away as a dying endpoint goes: the port is
+/// closed (connections are refused) and every open connection is shut down.
+#[derive(Debug)]
+pub struct RpcProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub meter: Meter,
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RpcProxy {
+    /// A proxy in front of `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> Self {
+        use std::io::{BufReader, Write};
+        use std::net::TcpStream;
+        use std::sync::atomic::Ordering;
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let meter = Meter::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = {
+            let (meter, stop, connections) = (meter.clone(), stop.clone(), connections.clone());
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return; // drops the listener: the port is closed
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(server) = TcpStream::connect(&upstream) else {
+                        continue;
+                    };
+                    {
+                        let mut open = connections.lock().unwrap();
+                        open.push(client.try_clone().unwrap());
+                        open.push(server.try_clone().unwrap());
+                    }
+                    let meter = meter.clone();
+                    std::thread::spawn(move || {
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let mut from_client = BufReader::new(client.try_clone().unwrap());
+                        let mut from_server = BufReader::new(server.try_clone().unwrap());
+                        let (mut to_client, mut to_server) = (client, server);
+                        while let Some(request) = read_http_message(&mut from_client) {
+                            meter.begin();
+                            let response = if to_server.write_all(&request).is_ok() {
+                                read_http_message(&mut from_server)
+                            } else {
+                                None
+                            };
+                            let sent = response.is_some_and(|r| to_client.write_all(&r).is_ok());
+                            meter.end();
+                            if !sent {
+                                return;
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            url: format!("http://{addr}"),
+            meter,
+            addr,
+            stop,
+            connections,
+            accept: Some(accept),
+        }
+    }
+
+    /// Requests relayed so far.
+    pub fn requests(&self) -> u64 {
+        self.meter.read().1
+    }
+
+    /// Closes the port and shuts every open connection down.
+    pub fn kill(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag and drops the listener.
+        let _ = std::net::TcpStream::connect(self.addr);
+        let _ = accept.join();
+        for c in self.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for RpcProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -91,6 +91,11 @@ pub struct Expected {
     /// deal id -> (supplier, consumer, master, closed, sum of DealBilled.paid, bills)
     pub deals: BTreeMap<DealId, ExpectedDeal>,
     pub ctx: StaticContext,
+    /// Live country certificates: country (upper case) -> subjects.
+    pub countries: BTreeMap<String, BTreeSet<Address>>,
+    /// The gate: threshold, and keeper -> (daily limit, frozen).
+    pub gate_threshold: u8,
+    pub keepers: BTreeMap<Address, (u128, bool)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -319,6 +324,73 @@ impl World {
         self.expected.ctx.levels.insert(who, level);
     }
 
+    /// Issues a country certificate (attribute 1102) and returns its id; `expected` says
+    /// the country to expect it under (`None` for a malformed value).
+    pub async fn set_country(&mut self, who: Address, value: &str, expected: Option<&str>) -> U256 {
+        let profiles =
+            ProfileRegistry::new(self.addresses.contracts.profile_registry, &self.provider);
+        let r = confirm(
+            "issueCertificate (country)",
+            profiles
+                .issueCertificate(who, U256::from(1102u64), value.as_bytes().to_vec().into())
+                .from(self.deployer),
+        )
+        .await;
+        if let Some(c) = expected {
+            self.expected
+                .countries
+                .entry(c.into())
+                .or_default()
+                .insert(who);
+        }
+        r.inner
+            .logs()
+            .iter()
+            .find_map(|l| l.log_decode::<ProfileRegistry::CertificateIssued>().ok())
+            .expect("a CertificateIssued event")
+            .inner
+            .data
+            .id
+    }
+
+    pub async fn revoke(&mut self, id: U256, who: Address, country: &str) {
+        let profiles =
+            ProfileRegistry::new(self.addresses.contracts.profile_registry, &self.provider);
+        confirm(
+            "revokeCertificate",
+            profiles.revokeCertificate(id).from(self.deployer),
+        )
+        .await;
+        if let Some(set) = self.expected.countries.get_mut(country) {
+            set.remove(&who);
+        }
+    }
+
+    /// Keepers `a` (limit 100 SNM) and `b` (50 SNM, then frozen), a third added and
+    /// removed, and the threshold raised to 2.
+    pub async fn gate_keepers(&mut self, a: Address, b: Address, gone: Address) {
+        let gate = Gate::new(self.addresses.contracts.gate, &self.provider);
+        let limit = |snm: u128| alloy::primitives::Uint::<96, 2>::from(snm * SNM_WEI);
+        for (k, snm) in [(a, 100), (b, 50), (gone, 10)] {
+            confirm(
+                "setKeeper",
+                gate.setKeeper(k, limit(snm)).from(self.deployer),
+            )
+            .await;
+            self.expected.keepers.insert(k, (snm * SNM_WEI, false));
+        }
+        confirm("setFrozen", gate.setFrozen(b, true).from(self.deployer)).await;
+        self.expected.keepers.get_mut(&b).unwrap().1 = true;
+        confirm(
+            "setKeeper 0",
+            gate.setKeeper(gone, limit(0)).from(self.deployer),
+        )
+        .await;
+        self.expected.keepers.remove(&gone);
+        confirm("setThreshold", gate.setThreshold(2).from(self.deployer)).await;
+        self.expected.gate_threshold = 2;
+    }
+
     pub async fn blacklist(&mut self, owner: Address, who: Address) {
         let list = Blacklist::new(self.addresses.contracts.blacklist, &self.provider);
         confirm("blacklist.add", list.add(who).from(owner)).await;
@@ -360,6 +432,16 @@ impl World {
         let [s1, s2, s3] = self.suppliers;
         let [c1, c2, c3] = self.consumers;
         self.set_level(c2, IdentityLevel::Registered).await;
+        // Countries: two certificates for c2 (listed once), one revoked (not listed),
+        // one malformed value (not indexed).
+        self.set_country(c1, "de", Some("DE")).await;
+        self.set_country(c2, "DE", Some("DE")).await;
+        self.set_country(c2, "De", Some("DE")).await;
+        self.set_country(s1, "FR", Some("FR")).await;
+        let revoked = self.set_country(c3, "DE", Some("DE")).await;
+        self.revoke(revoked, c3, "DE").await;
+        self.set_country(s2, "Germany", None).await;
+        self.gate_keepers(s3, c3, self.master).await;
         self.worker(s2, self.master).await;
         self.blacklist(c3, s3).await;
 

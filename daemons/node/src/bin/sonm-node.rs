@@ -31,15 +31,15 @@ struct Cli {
 enum Command {
     /// Serve the API (the default).
     Run,
-    /// Create a keystore (Web3 Secret Storage JSON) encrypted with the password in a file, and
-    /// print its address. Needs no configuration file.
+    /// Create a keystore (Web3 Secret Storage JSON) encrypted with the password in a file (or
+    /// asked twice on the terminal), and print its address. Needs no configuration file.
     Keygen {
         /// Where to write the keystore (refuses to overwrite).
         #[arg(long)]
         keystore: PathBuf,
-        /// The file holding the password (its first line).
+        /// The file holding the password (its first line); without it, the terminal is asked.
         #[arg(long)]
-        password_file: PathBuf,
+        password_file: Option<PathBuf>,
         /// Import this hex private key (a file) instead of generating one.
         #[arg(long)]
         import_hex_file: Option<PathBuf>,
@@ -65,12 +65,12 @@ fn main() -> anyhow::Result<()> {
                     std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
                 })
                 .transpose()?;
-            let signer = keystore::create(&path, &password_file, import.as_deref())?;
+            let signer = keystore::create(&path, password_file.as_deref(), import.as_deref())?;
             println!("{}", signer.address());
         }
         Command::Address => {
             let config = Config::load(&cli.config)?;
-            let signer = keystore::load(&config.keystore, &config.password_file)?;
+            let signer = keystore::load(&config.keystore, config.password_file.as_deref())?;
             println!("{}", signer.address());
         }
         Command::Run => {

@@ -4,7 +4,11 @@
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use serde_json::Value;
 
 use sha2::{Digest, Sha256};
 
@@ -60,4 +64,122 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The `sonm` CLI.
+pub(crate) fn sonm_bin() -> PathBuf {
+    other_bin("sonm")
+}
+
+/// Runs `sonm --node URL ARGS...`.
+pub(crate) fn sonm(node: &str, args: &[&str]) -> Output {
+    Command::new(sonm_bin())
+        .arg("--node")
+        .arg(node)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `sonm --json ...`, requires success, returns the JSON.
+pub(crate) fn sonm_json(node: &str, args: &[&str], log: &Path) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = sonm(node, &all);
+    assert!(
+        out.status.success(),
+        "sonm {args:?} failed: {}\nnode log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `sonm ARGS...`, requires failure; returns stderr.
+pub(crate) fn sonm_fails(node: &str, args: &[&str]) -> String {
+    let out = sonm(node, args);
+    assert!(!out.status.success(), "sonm {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A raw HTTP request to the node: (status, JSON body).
+pub(crate) fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = match body {
+        None => agent.run(
+            ureq::http::Request::builder()
+                .method(method)
+                .uri(url)
+                .body(())
+                .unwrap(),
+        ),
+        Some(b) => agent.run(
+            ureq::http::Request::builder()
+                .method(method)
+                .uri(url)
+                .header("Content-Type", "application/json")
+                .body(b.to_owned())
+                .unwrap(),
+        ),
+    };
+    let mut r = r.unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `sonm-node keygen` into `dir/node-key.json` with the password in `dir/node.password`;
+/// returns the new key's address.
+pub(crate) fn keygen(dir: &Path) -> Address {
+    std::fs::write(dir.join("node.password"), "test password\n").unwrap();
+    let out = Command::new(node_bin())
+        .args(["keygen", "--keystore"])
+        .arg(dir.join("node-key.json"))
+        .arg("--password-file")
+        .arg(dir.join("node.password"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Starts `sonm-node --config CONFIG` (stderr to `log`) and waits until `sonm balance`
+/// succeeds against its API on `api_port`.
+pub(crate) fn start_node(config: &Path, api_port: u16, log: &Path) -> Process {
+    let log_file = std::fs::File::create(log).unwrap();
+    let node = Process(
+        Command::new(node_bin())
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{api_port}");
+    for _ in 0..400 {
+        if TcpListener::bind(("127.0.0.1", api_port)).is_err()
+            && sonm(&url, &["balance"]).status.success()
+        {
+            return node;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the node did not come up; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }

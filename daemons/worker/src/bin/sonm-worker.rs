@@ -51,7 +51,9 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&config.state_dir)
                 .with_context(|| format!("creating {}", config.state_dir.display()))?;
             let inventory = Inventory::detect(&config.state_dir)?;
+            // The worker's own metering, so the wasm-score matches what tasks get.
             let runtime = Runtime::new(RuntimeConfig {
+                metering: config.wasm_metering.runtime_metering(),
                 max_concurrent_jobs: 1,
                 ..RuntimeConfig::default()
             })?;

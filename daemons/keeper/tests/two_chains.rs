@@ -1,0 +1,652 @@
+//! The keeper against two real anvil chains (different chain ids) with the real contracts,
+//! each Gate with three keepers, threshold 2 and a funded reserve. Keepers run in process
+//! (the library's `daemon::run`, as the binary does), each with its own LMDB directory and
+//! HTTP port; a "stopped" keeper is one whose port nobody listens on.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::aliases::U96;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::Filter;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
+use alloy::transports::http::reqwest::Url;
+use sonm_contracts::anvil::{Anvil, DEV_KEYS};
+use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
+use sonm_contracts::{Addresses, DeployConfig, Gate, GateConfig, SNM};
+use sonm_keeper::core::{GateRef, TransferKey, transfer_digest};
+use sonm_keeper::daemon::{self, ChainConfig, Config};
+
+const CONFIRMATIONS: u64 = 3;
+const AMOUNT: u128 = 5 * SNM_WEI;
+const WAIT: Duration = Duration::from_secs(90);
+/// Longer than the last keeper's turn (rank 2 × 1.5 s): time for a duplicate pay to show.
+const SETTLE: Duration = Duration::from_millis(3500);
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    smol::block_on(async_compat::Compat::new(f))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signer(i: usize) -> PrivateKeySigner {
+    DEV_KEYS[i].parse().unwrap()
+}
+
+/// Waits until `f` is `Some`, or panics after [`WAIT`] saying what it waited for.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One chain: anvil (automine, plus a block every 150 ms from a miner thread that can be
+/// paused, so that confirmations come without transactions), the deployment, its file.
+struct TestChain {
+    anvil: Anvil,
+    addresses: Addresses,
+    addresses_file: PathBuf,
+    mining: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    miner: Option<JoinHandle<()>>,
+}
+
+impl TestChain {
+    fn new(chain_id: u64, dir: &std::path::Path) -> Self {
+        let anvil = Anvil::spawn_with(&["--chain-id", &chain_id.to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url: Url = anvil.endpoint().parse().unwrap();
+        let keepers = (1..=3)
+            .map(|i| (signer(i).address(), U96::from(1_000_000 * SNM_WEI)))
+            .collect();
+        let config = DeployConfig {
+            gate: GateConfig {
+                threshold: 2,
+                keepers,
+                reserve: U256::from(1_000_000 * SNM_WEI),
+            },
+            ..DeployConfig::default()
+        };
+        let addresses = block_on(sonm_contracts::deploy(url, signer(0), &config)).unwrap();
+        assert_eq!(addresses.chain_id, chain_id);
+        let addresses_file = dir.join(format!("addresses-{chain_id}.toml"));
+        addresses.write(&addresses_file).unwrap();
+        let mining = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let miner = {
+            let (mining, stop) = (mining.clone(), stop.clone());
+            let endpoint = anvil.endpoint();
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::new_with_defaults();
+                while !stop.load(Ordering::Relaxed) {
+                    if mining.load(Ordering::Relaxed) {
+                        let _ = agent.post(&endpoint).send_json(serde_json::json!({
+                            "jsonrpc": "2.0", "id": 1, "method": "evm_mine", "params": []
+                        }));
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            })
+        };
+        TestChain {
+            anvil,
+            addresses,
+            addresses_file,
+            mining,
+            stop,
+            miner: Some(miner),
+        }
+    }
+
+    fn id(&self) -> u64 {
+        self.addresses.chain_id
+    }
+
+    fn gate(&self) -> GateRef {
+        GateRef {
+            chain_id: self.id(),
+            gate: self.addresses.contracts.gate,
+        }
+    }
+
+    fn reader(&self) -> DynProvider {
+        provider(self.anvil.endpoint().parse().unwrap())
+    }
+
+    /// The user (the deployer, who holds the SNM) locks `amount` for `to` on `dst`; the nonce.
+    fn lock(&self, to: Address, amount: u128, dst: u64) -> u64 {
+        let p = signing_provider(self.anvil.endpoint().parse().unwrap(), signer(0));
+        let c = self.addresses.contracts;
+        block_on(async {
+            let token = SNM::new(c.snm, &p);
+            let r = token
+                .approve(c.gate, U256::from(amount))
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+            assert!(r.status());
+            let r = Gate::new(c.gate, &p)
+                .lock(to, U256::from(amount), U256::from(dst))
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+            assert!(r.status());
+            let nonce = r.decoded_log::<Gate::Locked>().unwrap().data.nonce;
+            u64::try_from(nonce).unwrap()
+        })
+    }
+
+    fn balance(&self, who: Address) -> U256 {
+        let p = self.reader();
+        let token = SNM::new(self.addresses.contracts.snm, &p);
+        block_on(async { token.balanceOf(who).call().await }).unwrap()
+    }
+
+    /// The `Paid` events of this gate for `nonce` locked on `src`.
+    fn paid_events(&self, src: &TestChain, nonce: u64) -> usize {
+        let filter = Filter::new()
+            .address(self.addresses.contracts.gate)
+            .event_signature(Gate::Paid::SIGNATURE_HASH)
+            .from_block(0);
+        let logs = block_on(self.reader().get_logs(&filter)).unwrap();
+        logs.iter()
+            .filter_map(|l| l.log_decode::<Gate::Paid>().ok())
+            .filter(|p| {
+                let e = &p.inner.data;
+                e.srcChainId == U256::from(src.id())
+                    && e.srcGate == src.addresses.contracts.gate
+                    && e.nonce == U256::from(nonce)
+            })
+            .count()
+    }
+}
+
+impl Drop for TestChain {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(m) = self.miner.take() {
+            let _ = m.join();
+        }
+    }
+}
+
+/// Both chains and the keepers' fixed places (ports, data directories, key files).
+struct Net {
+    dir: tempfile::TempDir,
+    main: TestChain,
+    sonm: TestChain,
+    ports: [u16; 3],
+}
+
+impl Net {
+    fn new() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let main = TestChain::new(1001, dir.path());
+        let sonm = TestChain::new(2002, dir.path());
+        for (i, key) in DEV_KEYS.iter().enumerate().skip(1) {
+            std::fs::write(dir.path().join(format!("keeper{i}.key")), key).unwrap();
+        }
+        Net {
+            dir,
+            main,
+            sonm,
+            ports: [free_port(), free_port(), free_port()],
+        }
+    }
+
+    fn url(&self, k: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[k - 1])
+    }
+
+    /// Keeper `k` (1..=3, anvil's dev key k) with `extra` peers besides the other two.
+    fn config(&self, k: usize, extra: &[String]) -> Config {
+        let chain = |c: &TestChain| ChainConfig {
+            rpc_url: c.anvil.endpoint().parse().unwrap(),
+            addresses: c.addresses_file.clone(),
+            confirmations: CONFIRMATIONS,
+            batch_blocks: 50,
+        };
+        let mut peers: Vec<String> = (1..=3).filter(|p| *p != k).map(|p| self.url(p)).collect();
+        peers.extend_from_slice(extra);
+        Config {
+            key_file: self.dir.path().join(format!("keeper{k}.key")),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports[k - 1])),
+            data_dir: self.dir.path().join(format!("keeper{k}")),
+            peers,
+            keepers: (1..=3).map(|i| signer(i).address()).collect(),
+            main: chain(&self.main),
+            sonm: chain(&self.sonm),
+            poll_interval_ms: 100,
+            turn_delay_ms: 1500,
+            fetch_interval_ms: 200,
+            resubmit_ms: 5000,
+            refused_ms: 60_000,
+            peer_timeout_ms: 1000,
+            http_threads: 1,
+        }
+    }
+
+    fn start(&self, k: usize, extra: &[String]) -> Running {
+        let config = self.config(k, extra);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                daemon::run(&config, &stop, |addr| {
+                    let _ = tx.send(addr);
+                })
+                .map_err(|e| e.to_string())
+            })
+        };
+        if rx.recv_timeout(WAIT).is_err() {
+            panic!("keeper {k} did not start: {:?}", handle.join());
+        }
+        Running {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Keeper `k` as a process of the real binary, configured by a TOML file.
+    fn spawn(&self, k: usize, extra: &[String]) -> Process {
+        let c = self.config(k, extra);
+        let chain = |name: &str, c: &ChainConfig| {
+            format!(
+                "[{name}]\nrpc_url = \"{}\"\naddresses = {:?}\nconfirmations = {}\nbatch_blocks = {}\n",
+                c.rpc_url, c.addresses, c.confirmations, c.batch_blocks
+            )
+        };
+        let quoted = |v: Vec<String>| {
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let text = format!(
+            "key_file = {:?}\nlisten = \"{}\"\ndata_dir = {:?}\npeers = [{}]\nkeepers = [{}]\n\
+             poll_interval_ms = {}\nturn_delay_ms = {}\nfetch_interval_ms = {}\nresubmit_ms = {}\n\
+             peer_timeout_ms = {}\n{}{}",
+            c.key_file,
+            c.listen,
+            c.data_dir,
+            quoted(c.peers.clone()),
+            quoted(c.keepers.iter().map(|a| a.to_string()).collect()),
+            c.poll_interval_ms,
+            c.turn_delay_ms,
+            c.fetch_interval_ms,
+            c.resubmit_ms,
+            c.peer_timeout_ms,
+            chain("main", &c.main),
+            chain("sonm", &c.sonm),
+        );
+        let path = self.dir.path().join(format!("keeper{k}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sonm-keeper"))
+            .arg("--config")
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let url = format!("{}/v1/status", self.url(k));
+        wait_for("the keeper process to listen", || {
+            ureq::get(&url).call().ok()
+        });
+        Process(child)
+    }
+
+    /// Keeper `k`'s signature of `key` as it serves it, if any.
+    fn served(&self, k: usize, key: TransferKey) -> Option<String> {
+        let url = format!(
+            "{}/v1/signatures/{}/{}",
+            self.url(k),
+            key.src_chain,
+            key.nonce
+        );
+        let mut r = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()?;
+        (r.status() == 200).then(|| r.body_mut().read_to_string().unwrap())
+    }
+}
+
+/// A keeper running in process; stopped (and its thread joined) on drop.
+struct Running {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Running {
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A keeper process; killed on drop unless stopped.
+struct Process(std::process::Child);
+
+impl Process {
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < WAIT, "the keeper ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Transactions sent by the three keepers on `chain` (each sends only `pay`).
+fn keeper_transactions(chain: &TestChain) -> u64 {
+    let p = chain.reader();
+    (1..=3)
+        .map(|k| block_on(async { p.get_transaction_count(signer(k).address()).await }).unwrap())
+        .sum()
+}
+
+/// A peer that lies: alternately garbage and a well-formed answer carrying a valid signature
+/// of the right transfer by a key that is not a keeper (anvil's dev key 4). Counts requests.
+struct Liar {
+    url: String,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Liar {
+    /// `transfers`: which (src, dst, to, amount) a nonce of each source chain stands for.
+    fn start(transfers: Vec<(GateRef, GateRef, Address, U256)>) -> Self {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let outsider: PrivateKeySigner =
+            "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"
+                .parse()
+                .unwrap();
+        let thread = {
+            let (requests, stop) = (requests.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    let n = requests.fetch_add(1, Ordering::Relaxed);
+                    let parts: Vec<String> = request.url().split('/').map(str::to_owned).collect();
+                    let (chain, nonce) = (
+                        parts.get(3).and_then(|s| s.parse::<u64>().ok()),
+                        parts.get(4).and_then(|s| s.parse::<u64>().ok()),
+                    );
+                    let forged = chain.zip(nonce).and_then(|(chain, nonce)| {
+                        let (src, dst, to, amount) =
+                            transfers.iter().find(|t| t.0.chain_id == chain)?;
+                        let digest = transfer_digest(*src, *dst, nonce, *to, *amount);
+                        let sig = outsider.sign_hash_sync(&digest).ok()?;
+                        Some(serde_json::json!({
+                            "keeper": outsider.address(),
+                            "src_chain": chain,
+                            "nonce": nonce,
+                            "signature": alloy::primitives::hex::encode_prefixed(sig.as_bytes()),
+                        }))
+                    });
+                    let body = match (n % 2, forged) {
+                        (1, Some(json)) => json.to_string(),
+                        _ => "\u{0}garbage{{{ not json".to_owned(),
+                    };
+                    let _ = request.respond(tiny_http::Response::from_string(body));
+                }
+            })
+        };
+        Liar {
+            url,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Liar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Keeper 3 is stopped throughout; keepers 1 (in process) and 2 (the binary, from its TOML
+/// file) also ask a lying peer. Locks on the main chain are paid on the SONM chain, among them
+/// one whose first turn is the stopped keeper's, and a lock on the SONM chain is paid on the
+/// main chain: each exactly once, by one `pay` transaction.
+#[test]
+fn transfers_cross_both_ways_with_a_keeper_stopped_and_a_lying_peer() {
+    let net = Net::new();
+    let to_b = Address::repeat_byte(0x42);
+    let to_a = Address::repeat_byte(0x43);
+    let amount = U256::from(AMOUNT);
+    let liar = Liar::start(vec![
+        (net.main.gate(), net.sonm.gate(), to_b, amount),
+        (net.sonm.gate(), net.main.gate(), to_a, amount),
+    ]);
+    let extra = [liar.url.clone()];
+    let _k1 = net.start(1, &extra);
+    let k2 = net.spawn(2, &extra);
+
+    // Keepers sorted by address are 2, 1, 3 and the first turn for nonce n is the
+    // (n mod 3)-th keeper of that list rotated: nonce 1 starts with keeper 1, nonce 2 with
+    // the stopped keeper 3.
+    let first = net.main.lock(to_b, AMOUNT, net.sonm.id());
+    let second = net.main.lock(to_b, AMOUNT, net.sonm.id());
+    wait_for("two payments on the SONM chain", || {
+        (net.sonm.balance(to_b) == amount * U256::from(2)).then_some(())
+    });
+    let back = net.sonm.lock(to_a, AMOUNT, net.main.id());
+    wait_for("the payment on the main chain", || {
+        (net.main.balance(to_a) == amount).then_some(())
+    });
+
+    // Every turn has come and gone: no keeper sends a late second pay.
+    std::thread::sleep(SETTLE);
+    assert_eq!(net.sonm.paid_events(&net.main, first), 1);
+    assert_eq!(net.sonm.paid_events(&net.main, second), 1);
+    assert_eq!(net.main.paid_events(&net.sonm, back), 1);
+    assert_eq!(keeper_transactions(&net.sonm), 2, "one pay per transfer");
+    assert_eq!(keeper_transactions(&net.main), 1, "one pay per transfer");
+    assert!(
+        liar.requests.load(Ordering::Relaxed) > 0,
+        "the lying peer was never asked"
+    );
+    let key = TransferKey {
+        src_chain: net.main.id(),
+        nonce: second,
+    };
+    assert!(net.served(3, key).is_none());
+    for k in [1, 2] {
+        assert!(net.served(k, key).is_some(), "keeper {k} did not sign");
+    }
+    assert!(
+        k2.terminate().success(),
+        "the keeper process did not stop cleanly on SIGTERM"
+    );
+}
+
+/// A lock on the main chain while it makes no blocks: keeper 1 does not sign it, before or
+/// after a restart, until it is confirmed. Keeper 1 is then restarted after signing, with
+/// keeper 2 started meanwhile: the transfer is paid exactly once, and keeper 1, restarted once
+/// more after the payment, pays nothing again and records it as paid.
+#[test]
+fn a_restarted_keeper_signs_nothing_unconfirmed_and_pays_nothing_twice() {
+    let net = Net::new();
+    let to = Address::repeat_byte(0x44);
+    let amount = U256::from(AMOUNT);
+
+    let k1 = net.start(1, &[]);
+    net.main.mining.store(false, Ordering::Relaxed);
+    let nonce = net.main.lock(to, AMOUNT, net.sonm.id());
+    let key = TransferKey {
+        src_chain: net.main.id(),
+        nonce,
+    };
+    // Keeper 1 polls every 100 ms: 1.5 s is many polls in which it could have signed.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(net.served(1, key), None, "signed an unconfirmed lock");
+    k1.stop();
+    let k1 = net.start(1, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        net.served(1, key),
+        None,
+        "signed an unconfirmed lock after a restart"
+    );
+
+    net.main.mining.store(true, Ordering::Relaxed);
+    let signature = wait_for("keeper 1's signature", || net.served(1, key));
+    k1.stop();
+    let k2 = net.start(2, &[]);
+    let k1 = net.start(1, &[]);
+    assert_eq!(
+        net.served(1, key).as_ref(),
+        Some(&signature),
+        "the signature is kept"
+    );
+    wait_for("the payment", || {
+        (net.sonm.balance(to) == amount).then_some(())
+    });
+
+    k1.stop();
+    let k1 = net.start(1, &[]);
+    // Blocks go by on both chains while both keepers run again.
+    let head = block_on(net.sonm.reader().get_block_number()).unwrap();
+    wait_for("more blocks on the SONM chain", || {
+        let now = block_on(net.sonm.reader().get_block_number()).unwrap();
+        (now > head + 2 * CONFIRMATIONS).then_some(())
+    });
+    k1.stop();
+    k2.stop();
+    assert_eq!(net.sonm.paid_events(&net.main, nonce), 1);
+    assert_eq!(
+        keeper_transactions(&net.sonm),
+        1,
+        "one pay, never a second try"
+    );
+    assert_eq!(net.sonm.balance(to), amount);
+
+    let env = sonm_keeper::store::open_env(&net.dir.path().join("keeper1")).unwrap();
+    let store = sonm_keeper::store::Store::open(&env).unwrap();
+    assert!(
+        store.is_paid(key).unwrap(),
+        "keeper 1 does not know it is paid"
+    );
+}
+
+/// Keeper 2 (the lowest address, so the first signer of any submission that has its
+/// signature) is frozen on the SONM chain's gate after the keepers started. Keepers 1 and 2
+/// alone cannot pay: each try is refused by the gate's estimate (nothing is sent) and the
+/// frozen signer is left out. Once keeper 3 runs, keepers 1 and 3 pay, once.
+#[test]
+fn a_keeper_frozen_on_chain_is_left_out_and_the_others_pay() {
+    let net = Net::new();
+    let to = Address::repeat_byte(0x45);
+    let amount = U256::from(AMOUNT);
+    let _k1 = net.start(1, &[]);
+    let _k2 = net.start(2, &[]);
+    let p = signing_provider(net.sonm.anvil.endpoint().parse().unwrap(), signer(0));
+    block_on(async {
+        let r = Gate::new(net.sonm.addresses.contracts.gate, &p)
+            .setFrozen(signer(2).address(), true)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status());
+    });
+
+    let nonce = net.main.lock(to, AMOUNT, net.sonm.id());
+    let key = TransferKey {
+        src_chain: net.main.id(),
+        nonce,
+    };
+    for k in [1, 2] {
+        wait_for("both keepers' signatures", || net.served(k, key));
+    }
+    // Both turns (1.5 s apart) come and go without a payment or a transaction.
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(net.sonm.balance(to), U256::ZERO);
+    assert_eq!(keeper_transactions(&net.sonm), 0, "a refused pay was sent");
+
+    let _k3 = net.start(3, &[]);
+    wait_for("the payment", || {
+        (net.sonm.balance(to) == amount).then_some(())
+    });
+    std::thread::sleep(SETTLE);
+    assert_eq!(net.sonm.paid_events(&net.main, nonce), 1);
+    assert_eq!(
+        keeper_transactions(&net.sonm),
+        1,
+        "one pay, no racing second one"
+    );
+}

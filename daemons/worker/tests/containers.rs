@@ -1,0 +1,493 @@
+//! Native containers against the real runc with a busybox-static rootfs the test builds: a
+//! program's stdout and `/output`, the isolation it runs in, the memory limit (OOM-killed, typed),
+//! stop on request and when the deal ends, wall time, rootfs tars that try to escape (refused,
+//! typed, nothing written outside), and the clean-up after a crash.
+//!
+//! Each test skips, saying exactly why, when it is not root, runc is missing or cannot start a
+//! container here. The stranger's refusal is in `tests/e2e.rs` (it needs a deal on chain).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::signers::local::PrivateKeySigner;
+use sha2::{Digest, Sha256};
+use sonm_market::Address;
+use sonm_wasm_runtime::{Metering, Runtime, RuntimeConfig};
+use sonm_worker::containers::{ContainerLimits, Containers, RootfsError, Runc};
+use sonm_worker::proto::{Exit, KillCause, StartContainer, TaskError, TaskLimits, TaskStatus};
+use sonm_worker::receipt::{Fuel, verify_result};
+use sonm_worker::state::Store;
+use sonm_worker::tasks::TaskRunner;
+
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: [&str; 11] = [
+    "sh", "echo", "cat", "sleep", "dd", "mkdir", "id", "grep", "touch", "true", "ls",
+];
+
+/// A rootfs tar: busybox-static and symlinks to it, as `bin/`.
+fn busybox_rootfs() -> Vec<u8> {
+    busybox_builder().into_inner().unwrap()
+}
+
+/// The rootfs being built (more entries may follow).
+fn busybox_builder() -> tar::Builder<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    b.append_data(&mut dir, "bin", std::io::empty()).unwrap();
+    b.append_path_with_name(BUSYBOX, "bin/busybox").unwrap();
+    for a in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .unwrap();
+    }
+    b
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    runner: TaskRunner,
+    key: PrivateKeySigner,
+    instance: String,
+}
+
+const PEER: Address = Address::repeat_byte(7);
+
+fn runtime(metering: Metering) -> Arc<Runtime> {
+    Arc::new(
+        Runtime::new(RuntimeConfig {
+            metering,
+            max_concurrent_jobs: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn containers(state: &Path, instance: &str) -> Containers {
+    Containers::new(state, true, PathBuf::from("runc"), instance.into())
+}
+
+/// A task runner with containers, or why this machine cannot run them (printed: the skip).
+fn harness() -> Option<Harness> {
+    if !Path::new(BUSYBOX).exists() {
+        eprintln!("SKIP: {BUSYBOX} is missing (apt-get install busybox-static)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let key = PrivateKeySigner::random();
+    let instance = alloy::primitives::hex::encode(&key.address().as_slice()[..4]);
+    let c = containers(&state, &instance);
+    if let Err(e) = &c.ready {
+        eprintln!("SKIP: {e}");
+        return None;
+    }
+    let runner = TaskRunner::new(
+        runtime(Metering::EpochOnly),
+        runtime(Metering::Fuel),
+        8,
+        state.join("tasks"),
+        key.clone(),
+        31337,
+        Store::open(&state.join("lmdb")).unwrap(),
+    )
+    .with_containers(c);
+    let h = Harness {
+        dir,
+        runner,
+        key,
+        instance,
+    };
+    // Whether runc can start a container on this kernel at all (crun cannot, on hybrid cgroups).
+    h.start(1, vec!["true".into()], limits()).unwrap();
+    if let TaskStatus::Failed(e) = h.wait(1) {
+        eprintln!("SKIP: runc cannot start a container here: {e}");
+        return None;
+    }
+    Some(h)
+}
+
+fn limits() -> ContainerLimits {
+    ContainerLimits {
+        memory_bytes: 64 << 20,
+        cpu_cores: 1,
+        wall_time_ms: 60_000,
+        output_bytes: 1 << 20,
+        output_entries: 100,
+        rootfs_bytes: 16 << 20,
+        gpus: Vec::new(),
+    }
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+impl Harness {
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn start_with(
+        &self,
+        task: u64,
+        rootfs: Vec<u8>,
+        args: Vec<String>,
+        limits: ContainerLimits,
+    ) -> Result<(), TaskError> {
+        let req = StartContainer {
+            deal: 1,
+            rootfs,
+            args,
+            env: vec!["GREETING=hello".into()],
+            limits: TaskLimits::default(),
+        };
+        self.runner.start_container(task, 1, PEER, req, limits)
+    }
+
+    fn start(
+        &self,
+        task: u64,
+        args: Vec<String>,
+        limits: ContainerLimits,
+    ) -> Result<(), TaskError> {
+        self.start_with(task, busybox_rootfs(), args, limits)
+    }
+
+    /// Waits (bounded) until `task` is no longer running.
+    fn wait(&self, task: u64) -> TaskStatus {
+        for _ in 0..1500 {
+            match self.runner.status(task, PEER).unwrap() {
+                TaskStatus::Running => std::thread::sleep(Duration::from_millis(20)),
+                done => return done,
+            }
+        }
+        panic!("task {task} still running after 30 s");
+    }
+
+    /// Waits (bounded) until runc lists `task`'s container as running.
+    fn wait_running(&self, task: u64) {
+        let runc = Runc {
+            binary: "runc".into(),
+            root: self.state().join("runc"),
+        };
+        let id = format!("sonm-{}-{task}", self.instance);
+        for _ in 0..500 {
+            if runc
+                .list()
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.id == id && c.status == "running")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("container {id} never ran");
+    }
+}
+
+#[test]
+fn a_container_runs_isolated_and_returns_stdout_outputs_and_a_receipt() {
+    let Some(h) = harness() else { return };
+    let script = "echo $GREETING; echo data > /output/result.txt; mkdir /output/d; echo x > /output/d/y; \
+        touch /bin/x 2>/dev/null && echo rootfs-writable; touch /tmp/t && echo tmp-ok; \
+        id -u; grep CapEff /proc/self/status; cat /proc/net/dev | grep -c :; \
+        echo oops >&2; exit 3";
+    h.start(2, sh(script), limits()).unwrap();
+    assert_eq!(h.wait(2), TaskStatus::Finished(Exit::Code(3)));
+    let r = h.runner.result(2, PEER).unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Read-only rootfs, writable /tmp, root only in its user namespace, no capability, and a
+    // network namespace with loopback only (one interface line in /proc/net/dev).
+    assert_eq!(
+        lines,
+        ["hello", "tmp-ok", "0", "CapEff:\t0000000000000000", "1"],
+        "{stdout}"
+    );
+    assert_eq!(r.stderr, b"oops\n");
+    let outputs: Vec<(&str, &[u8])> = r
+        .outputs
+        .iter()
+        .map(|f| (f.path.as_str(), &f.bytes[..]))
+        .collect();
+    assert_eq!(
+        outputs,
+        [("d/y", &b"x\n"[..]), ("result.txt", &b"data\n"[..])]
+    );
+    verify_result(&r, h.key.address()).unwrap();
+    let receipt = &r.receipt.receipt;
+    assert_eq!(receipt.fuel, Fuel::NotMetered);
+    assert_eq!((receipt.trapped, receipt.exit_code), (false, 3));
+    assert!(receipt.wall_time_us > 0);
+    assert_eq!(
+        receipt.module_sha256,
+        <[u8; 32]>::from(Sha256::digest(busybox_rootfs()))
+    );
+    // The bundle and the container are gone.
+    assert!(!h.state().join("containers/2").exists());
+    let runc = Runc {
+        binary: "runc".into(),
+        root: h.state().join("runc"),
+    };
+    assert!(runc.list().unwrap().is_empty());
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed() {
+    let Some(h) = harness() else { return };
+    let hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"];
+    let small = ContainerLimits {
+        memory_bytes: 32 << 20,
+        ..limits()
+    };
+    h.start(2, hog.iter().map(|s| s.to_string()).collect(), small)
+        .unwrap();
+    assert_eq!(
+        h.wait(2),
+        TaskStatus::Finished(Exit::Killed(KillCause::OomKilled))
+    );
+    let r = h.runner.result(2, PEER).unwrap();
+    assert!(r.receipt.receipt.trapped);
+    verify_result(&r, h.key.address()).unwrap();
+    // Within the limit the same program exits 0.
+    let ok = ["dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=1"];
+    h.start(3, ok.iter().map(|s| s.to_string()).collect(), limits())
+        .unwrap();
+    assert_eq!(h.wait(3), TaskStatus::Finished(Exit::Code(0)));
+}
+
+#[test]
+fn a_sleeping_container_is_stopped_on_request_on_deal_end_and_by_wall_time() {
+    let Some(h) = harness() else { return };
+    let sleep = || vec!["sleep".to_string(), "600".to_string()];
+    h.start(2, sleep(), limits()).unwrap();
+    h.wait_running(2);
+    // Only its consumer may stop it.
+    assert!(matches!(
+        h.runner.stop(2, Address::repeat_byte(9)),
+        Err(TaskError::NotYourTask { .. })
+    ));
+    h.runner.stop(2, PEER).unwrap();
+    assert_eq!(
+        h.wait(2),
+        TaskStatus::Finished(Exit::Killed(KillCause::Stopped))
+    );
+
+    h.start(3, sleep(), limits()).unwrap();
+    h.wait_running(3);
+    // What the worker does when a deal closes.
+    h.runner.stop_deal(1);
+    assert_eq!(
+        h.wait(3),
+        TaskStatus::Finished(Exit::Killed(KillCause::Stopped))
+    );
+
+    let short = ContainerLimits {
+        wall_time_ms: 500,
+        ..limits()
+    };
+    h.start(4, sleep(), short).unwrap();
+    assert_eq!(
+        h.wait(4),
+        TaskStatus::Finished(Exit::Killed(KillCause::WallTime))
+    );
+    assert_eq!(h.runner.running_for_deal(1), 0);
+}
+
+/// A tar entry with a raw name (`tar::Builder` refuses the unsafe ones we need).
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: &str,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+fn evil_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link) in entries {
+        let data: &[u8] = if *kind == tar::EntryType::Regular {
+            b"pwned"
+        } else {
+            b""
+        };
+        raw_entry(&mut b, name, *kind, link, data);
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn rootfs_tars_that_escape_are_refused_and_write_nothing_outside() {
+    let Some(h) = harness() else { return };
+    use tar::EntryType::{Block, Char, Link, Regular, Symlink};
+    let outside = h.dir.path().join("pwned");
+    let abs = format!("{}", outside.display());
+    type Case<'a> = (
+        Vec<(&'a str, tar::EntryType, &'a str)>,
+        fn(&RootfsError) -> bool,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (vec![("../../../../pwned", Regular, "")], |e| {
+            matches!(e, RootfsError::UnsafePath(_))
+        }),
+        (vec![("ok/../../../../../pwned", Regular, "")], |e| {
+            matches!(e, RootfsError::UnsafePath(_))
+        }),
+        (vec![(&abs, Regular, "")], |e| {
+            matches!(e, RootfsError::UnsafePath(_))
+        }),
+        (vec![("esc", Symlink, "../../../..")], |e| {
+            matches!(e, RootfsError::LinkEscape { .. })
+        }),
+        (vec![("bin/esc", Symlink, "../../x")], |e| {
+            matches!(e, RootfsError::LinkEscape { .. })
+        }),
+        // An absolute link is fine inside the container, but nothing is written through it.
+        (vec![("up", Symlink, "/"), ("up/pwned", Regular, "")], |e| {
+            matches!(e, RootfsError::ThroughLink(_))
+        }),
+        (vec![("d", Symlink, &abs), ("d/x", Regular, "")], |e| {
+            matches!(e, RootfsError::ThroughLink(_))
+        }),
+        (vec![("hl", Link, "../../../../etc/passwd")], |e| {
+            matches!(e, RootfsError::BadHardLink { .. })
+        }),
+        (vec![("hl", Link, "/etc/passwd")], |e| {
+            matches!(e, RootfsError::BadHardLink { .. })
+        }),
+        (vec![("null", Char, "")], |e| {
+            matches!(e, RootfsError::Special { .. })
+        }),
+        (vec![("sda", Block, "")], |e| {
+            matches!(e, RootfsError::Special { .. })
+        }),
+        (vec![("tmp", Regular, "")], |e| {
+            matches!(e, RootfsError::MountPoint(_))
+        }),
+    ];
+    for (i, (entries, expected)) in cases.into_iter().enumerate() {
+        let task = 10 + i as u64;
+        let err = h
+            .start_with(task, evil_tar(&entries), sh("true"), limits())
+            .expect_err(&format!("{entries:?} accepted"));
+        match &err {
+            TaskError::BadRootfs(e) if expected(e) => {}
+            other => panic!("{entries:?}: {other:?}"),
+        }
+        assert!(!outside.exists(), "{entries:?} wrote outside");
+        assert!(!h.state().join(format!("containers/{task}")).exists());
+    }
+    assert!(!Path::new("/pwned").exists());
+    // Too big, and setuid bits stripped from what is accepted.
+    let big = ContainerLimits {
+        rootfs_bytes: 1000,
+        ..limits()
+    };
+    assert!(matches!(
+        h.start(30, sh("true"), big),
+        Err(TaskError::BadRootfs(RootfsError::TooBig { limit: 1000 }))
+    ));
+    let mut b = busybox_builder();
+    let mut s = tar::Header::new_gnu();
+    s.set_mode(0o4755);
+    s.set_size(2);
+    b.append_data(&mut s, "bin/suid", &b"#!"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    h.start_with(31, tar, sh("ls -l /bin/suid"), limits())
+        .unwrap();
+    h.wait(31);
+    let out = h.runner.result(31, PEER).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("-rwxr-xr-x"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn leftovers_of_a_crash_are_deleted_at_start() {
+    let Some(h) = harness() else { return };
+    h.start(2, vec!["sleep".into(), "600".into()], limits())
+        .unwrap();
+    h.wait_running(2);
+    // The worker "crashes": its runner is gone without stopping anything (its thread keeps
+    // waiting on runc, as a kill -9 leaves the container running), and a new one starts.
+    let Harness {
+        dir,
+        runner,
+        instance,
+        ..
+    } = h;
+    std::mem::forget(runner);
+    let state = dir.path().join("state");
+    let fresh = containers(&state, &instance);
+    assert_eq!(fresh.clean_leftovers().unwrap(), 1);
+    let runc = Runc {
+        binary: "runc".into(),
+        root: state.join("runc"),
+    };
+    assert!(runc.list().unwrap().is_empty());
+    assert!(!state.join("containers/2").exists());
+    assert_eq!(fresh.clean_leftovers().unwrap(), 0);
+}
+
+#[test]
+fn containers_are_refused_when_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = TaskRunner::new(
+        runtime(Metering::EpochOnly),
+        runtime(Metering::Fuel),
+        1,
+        dir.path().join("tasks"),
+        PrivateKeySigner::random(),
+        31337,
+        Store::open(&dir.path().join("lmdb")).unwrap(),
+    )
+    .with_containers(Containers::new(
+        dir.path(),
+        false,
+        "runc".into(),
+        "x".into(),
+    ));
+    let req = StartContainer {
+        deal: 1,
+        rootfs: busybox_rootfs_or_empty(),
+        args: vec!["true".into()],
+        env: Vec::new(),
+        limits: TaskLimits::default(),
+    };
+    match runner.start_container(1, 1, PEER, req, limits()) {
+        Err(TaskError::ContainersUnavailable(why)) => {
+            assert!(why.contains("containers = false"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("containers").exists());
+}
+
+fn busybox_rootfs_or_empty() -> Vec<u8> {
+    if Path::new(BUSYBOX).exists() {
+        busybox_rootfs()
+    } else {
+        Vec::new()
+    }
+}
