@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde::Deserialize;
+use sonm_dwh_client::{OrderRow, Page};
 use sonm_market::{
     Address, Benchmark, Benchmarks, IdentityLevel, MAX_PRICE, MatchContext, NetFlags, Order,
     OrderId, OrderType, StaticContext, check_match, scan_best_asks,
@@ -127,32 +127,16 @@ pub struct DwhAsks {
     me: Address,
 }
 
-/// A client of a `sonm-dwh`'s query API (`GET` only), for the market search and for the
-/// node's own records (orders, deals, change requests, blacklist, profiles).
+/// The node's view of a `sonm-dwh`'s query API, for the market search and for the node's own
+/// records (orders, deals, change requests, blacklist, profiles); requests go through the one
+/// DWH client (sonm-dwh-client).
 #[derive(Debug, Clone)]
 pub struct Dwh {
-    base: String,
-    agent: ureq::Agent,
+    client: sonm_dwh_client::Dwh,
 }
 
 /// `GET /v1/orders` pages are at most this long (the DWH's own limit).
-pub const DWH_MAX_PAGE: usize = 1000;
-
-/// How long one DWH request may take.
-const DWH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The DWH's order row: the order and what happened to it (other fields ignored).
-#[derive(Debug, Deserialize)]
-struct DwhOrderRow {
-    order: Order,
-    status: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct DwhPage {
-    items: Vec<DwhOrderRow>,
-    next: Option<String>,
-}
+pub const DWH_MAX_PAGE: usize = sonm_dwh_client::MAX_PAGE;
 
 impl DwhAsks {
     /// A source asking `dwh` on behalf of `me`.
@@ -164,20 +148,14 @@ impl DwhAsks {
 impl Dwh {
     /// The DWH at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(DWH_TIMEOUT))
-            .build()
-            .into();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            agent,
+            client: sonm_dwh_client::Dwh::new(base),
         }
     }
 
     fn err(&self, message: impl Into<String>) -> MarketError {
         MarketError::Dwh {
-            url: self.base.clone(),
+            url: self.client.base().to_owned(),
             message: message.into(),
         }
     }
@@ -188,23 +166,10 @@ impl Dwh {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<Option<T>, MarketError> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        for (k, v) in params {
-            req = req.query(k, v);
-        }
-        let mut r = req.call().map_err(|e| self.err(e.to_string()))?;
-        let status = r.status().as_u16();
-        let text = r
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| self.err(format!("reading the answer: {e}")))?;
-        match status {
-            200 => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| self.err(format!("GET {path}: unexpected answer: {e}"))),
-            404 => Ok(None),
-            _ => Err(self.err(format!("GET {path}: HTTP {status}: {text:.300}"))),
-        }
+        self.client.get(path, params).map_err(|e| MarketError::Dwh {
+            url: e.url,
+            message: e.message,
+        })
     }
 }
 
@@ -256,7 +221,7 @@ pub fn dwh_order_params(
 impl AskSource for DwhAsks {
     fn search(&self, query: &AskQuery, cursor: Option<&str>) -> Result<AskPage, MarketError> {
         let params = dwh_order_params(query, self.me, cursor);
-        let page: DwhPage = self
+        let page: Page<OrderRow> = self
             .dwh
             .get("/v1/orders", &params)?
             .ok_or_else(|| self.dwh.err("GET /v1/orders: 404 (not a sonm-dwh?)"))?;
@@ -272,7 +237,7 @@ impl AskSource for DwhAsks {
     }
 
     fn active_ask(&self, id: OrderId) -> Result<Option<Order>, MarketError> {
-        let row: Option<DwhOrderRow> = self.dwh.get(&format!("/v1/orders/{id}"), &[])?;
+        let row: Option<OrderRow> = self.dwh.get(&format!("/v1/orders/{id}"), &[])?;
         Ok(row
             .filter(|r| r.status == "active" && r.order.order_type == OrderType::Ask)
             .map(|r| r.order))
@@ -283,12 +248,6 @@ impl AskSource for DwhAsks {
 const DWH_MAX_LIST_PAGES: usize = 100;
 
 /// A DWH page of any rows.
-#[derive(Debug, Deserialize)]
-struct Rows<T> {
-    items: Vec<T>,
-    next: Option<String>,
-}
-
 /// The DWH's deal row: only the id is read (the node shows the chain's `getDeal`).
 #[derive(Debug, Deserialize)]
 struct DwhDealRow {
@@ -320,30 +279,24 @@ struct DwhCertificate {
 
 /// The node's own records through the DWH.
 impl Dwh {
-    /// Every row of a paged listing.
+    /// Every row of a paged listing (at most [`DWH_MAX_LIST_PAGES`] pages: more is an error,
+    /// not a silently short list).
     fn all<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         params: &[(&'static str, String)],
     ) -> Result<Vec<T>, MarketError> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..DWH_MAX_LIST_PAGES {
-            let mut p = params.to_vec();
-            p.push(("limit", DWH_MAX_PAGE.to_string()));
-            if let Some(c) = cursor.take() {
-                p.push(("cursor", c));
-            }
-            let page: Rows<T> = self
-                .get(path, &p)?
-                .ok_or_else(|| self.err(format!("GET {path}: 404 (not a sonm-dwh?)")))?;
-            out.extend(page.items);
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(out),
-            }
+        let listing = self
+            .client
+            .all(path, params, DWH_MAX_LIST_PAGES * DWH_MAX_PAGE)
+            .map_err(|e| MarketError::Dwh {
+                url: e.url,
+                message: e.message,
+            })?;
+        if listing.truncated {
+            return Err(self.err(format!("GET {path}: more than {DWH_MAX_LIST_PAGES} pages")));
         }
-        Err(self.err(format!("GET {path}: more than {DWH_MAX_LIST_PAGES} pages")))
+        Ok(listing.items)
     }
 
     /// `author`'s orders of every type and status, by id.

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sonm_dwh_client::OrderRow;
 use sonm_market::{Benchmarks, IdentityLevel, NetFlags, Order, OrderId, OrderType};
 use sonm_optimus::{ActivePlan, Floor, Plan, Shaper, Slice, Thresholds, UsdFloor};
 
@@ -261,117 +262,52 @@ pub fn per_hour(wei_per_second: u128) -> u128 {
     wei_per_second.saturating_mul(3600)
 }
 
-/// A client of the DWH's query API, for the open bids and the matches of our asks.
+/// The DWH's query API, for the open bids and the matches of our asks (through the one DWH
+/// client, sonm-dwh-client).
 #[derive(Debug, Clone)]
 pub struct Dwh {
-    base: String,
-    agent: ureq::Agent,
-}
-
-/// How long one DWH request may take: a DWH that hangs skips the round, not the loop.
-const DWH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The DWH's largest page.
-const DWH_PAGE: usize = 1000;
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    order: Order,
-    status: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Page {
-    items: Vec<Row>,
-    next: Option<String>,
+    client: sonm_dwh_client::Dwh,
 }
 
 impl Dwh {
     pub fn new(base: &str) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(DWH_TIMEOUT))
-            .build()
-            .into();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            agent,
+            client: sonm_dwh_client::Dwh::new(base),
         }
     }
 
-    fn err(&self, message: impl Into<String>) -> AutotraderError {
+    fn err(e: sonm_dwh_client::DwhError) -> AutotraderError {
         AutotraderError::Dwh {
-            url: self.base.clone(),
-            message: message.into(),
-        }
-    }
-
-    /// GETs `path`; `Ok(None)` on 404, and on 400 when `bad_is_none` (an order the DWH
-    /// knows but no longer holds active).
-    fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        params: &[(&str, String)],
-        bad_is_none: bool,
-    ) -> Result<Option<T>, AutotraderError> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        for (k, v) in params {
-            req = req.query(k, v);
-        }
-        let mut r = req.call().map_err(|e| self.err(e.to_string()))?;
-        let status = r.status().as_u16();
-        let text = r
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| self.err(format!("reading the answer: {e}")))?;
-        match status {
-            200 => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| self.err(format!("GET {path}: unexpected answer: {e}"))),
-            404 => Ok(None),
-            400 if bad_is_none => Ok(None),
-            _ => Err(self.err(format!("GET {path}: HTTP {status}: {text:.300}"))),
+            url: e.url,
+            message: e.message,
         }
     }
 
     /// The open bids, best-paying last (the DWH's price order), at most `max`.
     pub fn open_bids(&self, max: usize) -> Result<Vec<Order>, AutotraderError> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut params = vec![
-                ("type", "bid".to_owned()),
-                ("status", "active".to_owned()),
-                ("limit", DWH_PAGE.to_string()),
-            ];
-            if let Some(c) = &cursor {
-                params.push(("cursor", c.clone()));
-            }
-            let page: Page = self
-                .get("/v1/orders", &params, false)?
-                .ok_or_else(|| self.err("GET /v1/orders: 404 (not a sonm-dwh?)"))?;
-            out.extend(
-                page.items
-                    .into_iter()
-                    .filter(|r| r.status == "active" && r.order.order_type == OrderType::Bid)
-                    .map(|r| r.order),
-            );
-            match page.next {
-                Some(next) if out.len() < max => cursor = Some(next),
-                _ => break,
-            }
-        }
-        out.truncate(max);
-        Ok(out)
+        let params = [("type", "bid".to_owned()), ("status", "active".to_owned())];
+        let rows: sonm_dwh_client::Listing<OrderRow> = self
+            .client
+            .all("/v1/orders", &params, max)
+            .map_err(Self::err)?;
+        Ok(rows
+            .items
+            .into_iter()
+            .filter(|r| r.status == "active" && r.order.order_type == OrderType::Bid)
+            .map(|r| r.order)
+            .collect())
     }
 
     /// The best bids matching our active ask `ask` (best-paying first); empty while the DWH
-    /// has not indexed it or no longer holds it active.
+    /// has not indexed it (404) or no longer holds it active (400).
     pub fn matches(&self, ask: OrderId, limit: usize) -> Result<Vec<Order>, AutotraderError> {
-        let rows: Option<Vec<Row>> = self.get(
+        let rows: Option<Vec<OrderRow>> = match self.client.get(
             &format!("/v1/orders/{ask}/matches"),
             &[("limit", limit.to_string())],
-            true,
-        )?;
+        ) {
+            Err(e) if e.status == Some(400) => None,
+            r => r.map_err(Self::err)?,
+        };
         Ok(rows
             .unwrap_or_default()
             .into_iter()
