@@ -55,7 +55,7 @@ fn main() -> Result<()> {
     config.reset_seed = Some(key.stateless_reset_seed());
     let server = RendezvousServer::start(identity, config).context("starting the server")?;
     tracing::info!(address = %server.address(), "serving");
-    notify_ready();
+    sonm_daemon::notify_ready();
     smol::block_on(async {
         loop {
             smol::Timer::after(Duration::from_secs(60)).await;
@@ -98,12 +98,4 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     Ok(())
-}
-
-/// Tells systemd that the daemon is ready (units of `Type=notify`); a no-op without
-/// `NOTIFY_SOCKET`, i.e. outside systemd.
-fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!("sd_notify READY=1: {e}");
-    }
 }

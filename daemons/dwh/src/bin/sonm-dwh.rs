@@ -41,13 +41,6 @@ fn main() -> anyhow::Result<()> {
     // with its checkpoint), so no handler is installed.
     let stop = AtomicBool::new(false);
     // Ready once the API listens (the follower catches up in the background).
-    daemon::run(&config, &addresses, &stop, |_| notify_ready()).context("sonm-dwh stopped")
-}
-
-/// Tells systemd that the daemon is ready (units of `Type=notify`); a no-op without
-/// `NOTIFY_SOCKET`, i.e. outside systemd.
-fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!("sd_notify READY=1: {e}");
-    }
+    daemon::run(&config, &addresses, &stop, |_| sonm_daemon::notify_ready())
+        .context("sonm-dwh stopped")
 }

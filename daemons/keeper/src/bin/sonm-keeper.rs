@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Parser;
@@ -31,32 +31,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::read(&args.config)?;
     let stop = Arc::new(AtomicBool::new(false));
-    stop_on_signal(stop.clone())?;
-    daemon::run(&config, &stop, |_| notify_ready()).context("sonm-keeper stopped")?;
+    sonm_daemon::stop_on_signal(stop.clone()).context("installing SIGTERM/SIGINT handlers")?;
+    daemon::run(&config, &stop, |_| sonm_daemon::notify_ready()).context("sonm-keeper stopped")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Sets `stop` when SIGTERM or SIGINT arrives: the loop finishes its action at hand (a
-/// `pay` being awaited included) and returns.
-fn stop_on_signal(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    use async_signal::{Signal, Signals};
-    use smol::stream::StreamExt;
-    let mut signals =
-        Signals::new([Signal::Term, Signal::Int]).context("installing SIGTERM/SIGINT handlers")?;
-    std::thread::spawn(move || {
-        smol::block_on(async {
-            if signals.next().await.is_some() {
-                stop.store(true, Ordering::Relaxed);
-            }
-        })
-    });
-    Ok(())
-}
-
-/// Tells systemd that the keeper is ready (a no-op outside systemd).
-fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!("sd_notify READY=1: {e}");
-    }
 }

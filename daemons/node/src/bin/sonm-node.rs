@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -83,35 +83,12 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
             tracing::info!(address = %node.address(), listen = %config.listen, "sonm-node serving");
             let stop = Arc::new(AtomicBool::new(false));
-            stop_on_signal(stop.clone())?;
-            notify_ready();
+            sonm_daemon::stop_on_signal(stop.clone())
+                .context("installing SIGTERM/SIGINT handlers")?;
+            sonm_daemon::notify_ready();
             Api { node: &node }.serve(&server, config.http_threads, &stop);
             tracing::info!("stopping");
         }
     }
     Ok(())
-}
-
-/// Sets `stop` when SIGTERM or SIGINT arrives.
-fn stop_on_signal(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    use async_signal::{Signal, Signals};
-    use smol::stream::StreamExt;
-    let mut signals =
-        Signals::new([Signal::Term, Signal::Int]).context("installing SIGTERM/SIGINT handlers")?;
-    std::thread::spawn(move || {
-        smol::block_on(async {
-            if signals.next().await.is_some() {
-                stop.store(true, Ordering::Relaxed);
-            }
-        })
-    });
-    Ok(())
-}
-
-/// Tells systemd that the daemon is ready (units of `Type=notify`); a no-op without
-/// `NOTIFY_SOCKET`, i.e. outside systemd.
-fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!("sd_notify READY=1: {e}");
-    }
 }

@@ -84,18 +84,10 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             tracing::info!(address = %worker.address(), %listen, "worker running");
-            notify_ready();
+            sonm_daemon::notify_ready();
             worker.run_until(endpoint, stop).await;
             anyhow::Ok(())
         })?,
     }
     Ok(())
-}
-
-/// Tells systemd that the daemon is ready (units of `Type=notify`); a no-op without
-/// `NOTIFY_SOCKET`, i.e. outside systemd.
-fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!("sd_notify READY=1: {e}");
-    }
 }
