@@ -293,6 +293,9 @@ done
 echo "asks matching \"$WANT\" at most 2e12 wei/s (found after $(since "$t")):"
 sonm market asks --benchmarks "$WANT" --max-price 2000000000000 | sed 's/^/    /'
 echo "the DWH's book (GET $DWH/v1/orders?type=ask): $(dwh '/v1/orders?type=ask' | jq '.items | length') active ask(s)"
+echo "market stats (GET $DWH/v1/stats?type=ask): $(dwh '/v1/stats?type=ask' |
+  jq -r '"\(.orders) open ask(s), median price \(.price.p50 // "-") wei/s; classes: " +
+    ([.classes[] | "\(.class.cores.min)-\(.class.cores.max) cores/\(.class.gpus.min)-\(.class.gpus.max) GPUs: \(.orders)"] | join(", "))')"
 t=$(ms)
 DEAL=$(sonm --json deal buy "$ASK" --duration 0 | jq -r .id)
 echo "bought ask $ASK: deal $DEAL opened in $(since "$t")"
@@ -379,7 +382,7 @@ echo "    the supplier's deals in the DWH: $(dwh "/v1/deals?party=$SUPPLIER&role
 say "Not there yet"
 cat <<TXT
     - the node takes the DWH's orders but still reads the match context (identity levels,
-      masters, blacklists) from the chain; the DWH serves no market stats (depth, percentiles)
+      masters, blacklists) from the chain
     - one simulated NAT in front of the worker, none in front of the customer (both behind
       NATs is covered by sonm-rendezvous's NAT tests); without root, no NAT at all
     - a worker listening on 0.0.0.0 publishes only the address the server observes, not its
