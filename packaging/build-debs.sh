@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds one .deb per daemon (sonm-worker, sonm-node, sonm-dwh, sonm-rendezvous) plus the CLI
+# Builds one .deb per daemon (sonm-worker, sonm-node, sonm-dwh, sonm-rendezvous, sonm-keeper) plus the CLI
 # (sonm-cli) with `dpkg-deb --build` over staged trees: no cargo-deb, nothing from crates.io.
 #
 #   packaging/build-debs.sh                      # cargo build --release (fat LTO: slow), then package
@@ -40,6 +40,7 @@ PACKAGES=(
   "sonm-node       sonm-node        daemons/node        sonm-node"
   "sonm-dwh        sonm-dwh         daemons/dwh         sonm-dwh"
   "sonm-rendezvous sonm-rendezvous  daemons/rendezvous  sonm-rendezvous"
+  "sonm-keeper     sonm-keeper      daemons/keeper      sonm-keeper"
   "sonm-cli        sonm             daemons/cli         sonm-cli"
 )
 
@@ -83,6 +84,7 @@ synopsis() {
     sonm-node) echo "SONM node: the customer's local API (market, deals, tasks)" ;;
     sonm-dwh) echo "SONM DWH: chain indexer and query API" ;;
     sonm-rendezvous) echo "SONM rendezvous server: NAT traversal and relay" ;;
+    sonm-keeper) echo "SONM gate keeper: moves SNM between two chains' gates" ;;
     sonm-cli) echo "SONM command-line client of the local sonm-node" ;;
   esac
 }

@@ -4,7 +4,7 @@
 # systemd 252 boots as PID 1 of fresh PID, mount, cgroup, network, UTS and IPC namespaces, over a
 # throwaway overlay of this machine's root (the upper layer is a tmpfs that dies with the mount
 # namespace: nothing on the host changes). Inside it, as a supplier and an operator would:
-#   1. `dpkg -i` the five packages (real maintainer scripts, real adduser, real dpkg database);
+#   1. `dpkg -i` the six packages (real maintainer scripts, real adduser, real dpkg database);
 #   2. a chain in the namespace's network (anvil, contracts deployed), keys and addresses put
 #      where the default configurations expect them, the RPC port edited in;
 #   3. `systemctl enable --now` each daemon: Type=notify, so this returns only after READY=1,
@@ -76,7 +76,7 @@ prop() { inside systemctl show "$1" -p "$2" --value; }
 step "build the .debs from target/debug"
 packaging/build-debs.sh --profile debug --no-build --out "$work/debs" >"$work/debs.list"
 mapfile -t debs <"$work/debs.list"
-[ ${#debs[@]} = 5 ] || fail "expected 5 packages, got ${#debs[@]}"
+[ ${#debs[@]} = 6 ] || fail "expected 6 packages, got ${#debs[@]}"
 
 step "boot systemd as PID 1 of new namespaces over a throwaway overlay of /"
 cat >"$work/boot.sh" <<'BOOT'
@@ -139,7 +139,7 @@ mkdir -p "/proc/$PID1/root/tmp/debs"
 cp "${debs[@]}" "/proc/$PID1/root/tmp/debs/"
 inside sh -c 'dpkg -i /tmp/debs/*.deb' >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i"; }
 inside dpkg-query -W -f '${Package} ${Version} ${Status}\n' 'sonm*'
-for d in worker node dwh rendezvous; do
+for d in worker node dwh rendezvous keeper; do
   st=$(inside systemctl is-enabled "sonm-$d" 2>/dev/null || true)
   [ "$st" = disabled ] || fail "sonm-$d is '$st' after dpkg -i: the packages must enable nothing"
   inside id "sonm-$d" >/dev/null || fail "no user sonm-$d"

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n--> packaging: %s\n' "$*"; }
 fail() { echo "packaging/test.sh: FAIL: $*" >&2; exit 1; }
 
-DAEMONS=(worker node dwh rendezvous)
+DAEMONS=(worker node dwh rendezvous keeper)
 # Cargo's output directory (CARGO_TARGET_DIR when set, as cargo itself does).
 TARGET=${CARGO_TARGET_DIR:-target}
 
@@ -58,12 +58,12 @@ cleanup() {
 trap cleanup EXIT
 
 step "build the .debs from target/debug"
-for b in sonm-worker sonm-node sonm-dwh sonm-rendezvous sonm; do
+for b in sonm-worker sonm-node sonm-dwh sonm-rendezvous sonm-keeper sonm; do
   [ -x "$TARGET/debug/$b" ] || fail "$TARGET/debug/$b is missing: cargo build --workspace --bins first"
 done
 packaging/build-debs.sh --profile debug --no-build --out "$work/debs" >"$work/debs.list"
 mapfile -t debs <"$work/debs.list"
-[ ${#debs[@]} = 5 ] || fail "expected 5 packages, got ${#debs[@]}"
+[ ${#debs[@]} = 6 ] || fail "expected 6 packages, got ${#debs[@]}"
 arch=$(dpkg --print-architecture)
 
 step "dpkg-deb --info/--contents"
@@ -235,7 +235,7 @@ expect_ready rendezvous "$work/rendezvous.toml" || fail "sonm-rendezvous"
 [ -s "$R/var/lib/sonm/rendezvous/key" ] || fail "sonm-rendezvous created no key in its state directory"
 expect_ready dwh "$work/dwh.toml" || fail "sonm-dwh"
 
-step "with a chain: node, worker and DWH start from their default configuration (READY=1)"
+step "with a chain: node, worker, DWH and keeper start from their default configuration (READY=1)"
 # The installed defaults point at a local chain (scripts/local-network.sh's anvil): start one on a
 # free port, deploy the contracts with sonm-deploy, put the keys where the defaults expect them.
 ANVIL=contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
@@ -261,6 +261,23 @@ if [ -x "$ANVIL" ] && [ -x "$TARGET/debug/sonm-deploy" ]; then
       "$R/etc/sonm/$d.toml" >"$work/$d-chain.toml"
     expect_ready "$d" "$work/$d-chain.toml" || fail "sonm-$d"
   done
+  # The keeper needs a second chain (another chain id) as its main chain, with the contracts.
+  port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$ANVIL" --port "$port2" --chain-id 2002 --block-time 1 --silent >"$work/anvil2.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port2") 2>/dev/null && break; sleep 0.1; done
+  SONM_DEPLOY_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 \
+    "$TARGET/debug/sonm-deploy" --rpc-url "http://127.0.0.1:$port2" --out "$R/etc/sonm/main-addresses.toml" \
+    >"$work/deploy2.log" 2>&1 || { cat "$work/deploy2.log"; fail "sonm-deploy (main chain)"; }
+  # anvil's dev key 4 as the keeper: the only keeper of this set (threshold 1 at deploy).
+  echo 0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a >"$R/etc/sonm/keeper.key"
+  sed -e "s#\"/var/lib/#\"$R/var/lib/#; s#\"/etc/sonm/#\"$R/etc/sonm/#" \
+    -e "s#http://127.0.0.1:8546#http://127.0.0.1:$port2#; s#http://127.0.0.1:8545#$rpc#" \
+    -e 's#^listen = .*#listen = "127.0.0.1:0"#' \
+    -e 's#^keepers = .*#keepers = ["0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"]#' \
+    "$R/etc/sonm/keeper.toml" >"$work/keeper-chain.toml"
+  mkdir -p "$R/var/lib/sonm/keeper"
+  expect_ready keeper "$work/keeper-chain.toml" || fail "sonm-keeper"
 else
   echo "SKIPPED: no anvil ($ANVIL: contracts/scripts/install-tools.sh) or no $TARGET/debug/sonm-deploy"
 fi
