@@ -18,6 +18,7 @@ mod spec;
 pub use error::{JobError, TrapCause};
 pub use report::{Captured, JobReport, OutputFile, Termination, Usage};
 pub use runtime::{CancelHandle, JobHandle, Metering, Runtime, RuntimeConfig, RuntimeStats};
+pub use sandbox::OutputTap;
 pub use spec::{JobSpec, Limits, ModuleSource};
 
 /// Where `jobs/build.sh` puts the example jobs (for tests, benches and the runner's examples).

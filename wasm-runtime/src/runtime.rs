@@ -19,8 +19,8 @@ use crate::cache::{CacheLookup, DiskCache, hex};
 use crate::error::{JobError, TrapCause};
 use crate::report::{JobReport, OutputFile, Termination, Usage};
 use crate::sandbox::{
-    CappedPipe, CoarseMonotonicClock, CoarseWallClock, IoGuard, JobState, Limiter, StreamKind,
-    WASI, add_guards,
+    CappedPipe, CoarseMonotonicClock, CoarseWallClock, IoGuard, JobState, Limiter, OutputTap,
+    StreamKind, WASI, add_guards,
 };
 use crate::spec::{JobSpec, ModuleSource};
 
@@ -526,6 +526,16 @@ impl Runtime {
     /// Runs `spec` on the calling thread until it exits, traps, hits a limit or is cancelled.
     /// `Err` means the job could not start; a job that started always yields a report.
     pub fn run(&self, spec: &JobSpec, cancel: &CancelHandle) -> Result<JobReport, JobError> {
+        self.run_tapped(spec, cancel, &OutputTap::default())
+    }
+
+    /// As [`Runtime::run`], with the job's stdout and stderr readable through `tap` as it runs.
+    pub fn run_tapped(
+        &self,
+        spec: &JobSpec,
+        cancel: &CancelHandle,
+        tap: &OutputTap,
+    ) -> Result<JobReport, JobError> {
         let cfg = &self.inner.config;
         let limits = &spec.limits;
         if limits.memory_bytes > cfg.max_memory_bytes {
@@ -543,8 +553,8 @@ impl Runtime {
 
         let started = Instant::now();
         let cpu_started = thread_cpu_time();
-        let stdout = CappedPipe::new(limits.stdout_bytes, StreamKind::Stdout);
-        let stderr = CappedPipe::new(limits.stderr_bytes, StreamKind::Stderr);
+        let stdout = CappedPipe::shared(limits.stdout_bytes, StreamKind::Stdout, tap);
+        let stderr = CappedPipe::shared(limits.stderr_bytes, StreamKind::Stderr, tap);
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
             .stderr(stderr.clone())

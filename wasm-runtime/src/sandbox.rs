@@ -445,6 +445,28 @@ struct PipeBuf {
     truncated: bool,
 }
 
+/// A live view of a running job's captured stdout and stderr (for log following): pass it to
+/// [`crate::Runtime::run_tapped`] and read from another thread while the job runs. What it
+/// shows is bounded by the job's stdout/stderr limits.
+#[derive(Debug, Clone, Default)]
+pub struct OutputTap {
+    stdout: Arc<Mutex<PipeBuf>>,
+    stderr: Arc<Mutex<PipeBuf>>,
+}
+
+impl OutputTap {
+    /// Up to `max` bytes of stdout (`stderr`: false) or stderr from byte `offset`, and the
+    /// stream's length so far.
+    pub fn read(&self, stderr: bool, offset: u64, max: usize) -> (Vec<u8>, u64) {
+        let buf = if stderr { &self.stderr } else { &self.stdout };
+        let b = buf.lock().unwrap_or_else(PoisonError::into_inner);
+        let len = b.bytes.len();
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let to = from.saturating_add(max).min(len);
+        (b.bytes[from..to].to_vec(), len as u64)
+    }
+}
+
 /// A stdout/stderr capture that keeps the first `limit` bytes; the write that crosses the limit
 /// keeps what fits and stops the job.
 #[derive(Debug, Clone)]
@@ -455,9 +477,18 @@ pub(crate) struct CappedPipe {
 }
 
 impl CappedPipe {
+    #[cfg(test)]
     pub(crate) fn new(limit: u64, kind: StreamKind) -> Self {
+        Self::shared(limit, kind, &OutputTap::default())
+    }
+
+    /// A pipe whose captured bytes the `tap` can read while the job runs.
+    pub(crate) fn shared(limit: u64, kind: StreamKind, tap: &OutputTap) -> Self {
         Self {
-            buf: Arc::default(),
+            buf: match kind {
+                StreamKind::Stdout => tap.stdout.clone(),
+                StreamKind::Stderr => tap.stderr.clone(),
+            },
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             kind,
         }
@@ -468,9 +499,10 @@ impl CappedPipe {
     }
 
     pub(crate) fn take(&self) -> Captured {
-        let mut b = self.lock();
+        // A copy, not a take: an [`OutputTap`] may still be reading (at most the stream's cap).
+        let b = self.lock();
         Captured {
-            bytes: std::mem::take(&mut b.bytes),
+            bytes: b.bytes.clone(),
             truncated: b.truncated,
         }
     }

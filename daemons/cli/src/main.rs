@@ -11,6 +11,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
+/// `sonm token deposit|withdraw|transfers`: the Gates.
+mod gates;
+/// `sonm task logs`, and the upload and download progress bars.
+mod tasks;
+/// `sonm worker ...`: a supplier's worker admin.
+mod worker;
+
 /// Where the node listens unless told otherwise (its config's default `listen`).
 const DEFAULT_NODE: &str = "http://127.0.0.1:15030";
 
@@ -40,7 +47,7 @@ enum Command {
     /// The market.
     #[command(subcommand)]
     Market(MarketCmd),
-    /// SNM: transfer, and what the Market may pull.
+    /// SNM: transfer, what the Market may pull, deposit/withdraw through the gates.
     #[command(subcommand)]
     Token(TokenCmd),
     /// The node's own orders: create (bid or ask), list, show, cancel.
@@ -58,6 +65,13 @@ enum Command {
     /// WASM tasks on a deal's worker.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Administer your worker (the node holds its key or its confirmed master's).
+    Worker {
+        #[command(flatten)]
+        target: worker::Target,
+        #[command(subcommand)]
+        cmd: worker::WorkerCmd,
+    },
     /// Print a shell completion script (e.g. `sonm completions bash > /etc/bash_completion.d/sonm`).
     Completions {
         #[arg(value_enum)]
@@ -104,6 +118,9 @@ enum TokenCmd {
         /// SNM wei.
         amount: String,
     },
+    /// deposit, withdraw, transfers: the Gates between the main chain and the SONM chain.
+    #[command(flatten)]
+    Gates(gates::GateCmd),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -342,6 +359,20 @@ enum TaskCmd {
         deal: u64,
         /// The task id (from `sonm task start`).
         task: u64,
+        /// host:port of the worker's task service, if the node's config does not know it.
+        #[arg(long)]
+        worker_addr: Option<String>,
+    },
+    /// What a task printed (stdout to stdout, stderr to stderr); `-f` follows it until it
+    /// ends.
+    Logs {
+        /// The deal id.
+        deal: u64,
+        /// The task id (from `sonm task start`).
+        task: u64,
+        /// Keep printing what the task prints until it ends.
+        #[arg(short, long)]
+        follow: bool,
         /// host:port of the worker's task service, if the node's config does not know it.
         #[arg(long)]
         worker_addr: Option<String>,
@@ -614,7 +645,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Balance => {
             let v = node.get("/v1/balance", &[])?;
-            show(&v, &|v| print_fields(v, BALANCE_FIELDS));
+            show(&v, &|v| {
+                print_fields(v, BALANCE_FIELDS);
+                gates::print_main_balance(v);
+            });
         }
         Command::Market(MarketCmd::Asks {
             benchmarks,
@@ -678,6 +712,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             show(&v, &|v| print_fields(v, BALANCE_FIELDS));
         }
+        Command::Token(TokenCmd::Gates(cmd)) => gates::run(&node, cmd, &show)?,
+        Command::Worker { target, cmd } => worker::run(&node, &target, cmd, &show)?,
         Command::Token(TokenCmd::Approve { amount }) => {
             let v = node.post("/v1/token/approve", &[], &json!({ "amount": amount }))?;
             show(&v, &|v| print_fields(v, BALANCE_FIELDS));
@@ -894,7 +930,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(a) = worker_addr {
                 body["worker_addr"] = json!(a);
             }
-            let v = node.post(&format!("/v1/deals/{deal}/tasks"), &[], &body)?;
+            let v = tasks::start_with_progress(
+                &node,
+                &format!("/v1/deals/{deal}/tasks"),
+                body,
+                !json_out,
+            )?;
             show(&v, &|v| {
                 println!("task {} started on deal {}", s(&v["task"]), s(&v["deal"]))
             });
@@ -921,7 +962,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(a) = worker_addr {
                 body["worker_addr"] = json!(a);
             }
-            let v = node.post(&format!("/v1/deals/{deal}/tasks"), &[], &body)?;
+            let v = tasks::start_with_progress(
+                &node,
+                &format!("/v1/deals/{deal}/tasks"),
+                body,
+                !json_out,
+            )?;
             show(&v, &|v| {
                 println!(
                     "container task {} started on deal {}",
@@ -967,7 +1013,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
-            let v = node.get(&format!("/v1/deals/{deal}/tasks/{task}/result"), &q)?;
+            let v = tasks::get_with_progress(
+                &node,
+                &format!("/v1/deals/{deal}/tasks/{task}/result"),
+                &q,
+                !json_out,
+            )?;
             let written = match &out {
                 Some(dir) => write_outputs(&v, dir)?,
                 None => Vec::new(),
@@ -1024,6 +1075,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             show(&v, &|_| println!("task {task} on deal {deal}: stopping"));
         }
+        Command::Task(TaskCmd::Logs {
+            deal,
+            task,
+            follow,
+            worker_addr,
+        }) => tasks::logs(&node, deal, task, follow, &worker_addr)?,
         Command::Completions { shell } => {
             // Generated from the command definitions: the node is not asked.
             let mut command = <Cli as clap::CommandFactory>::command();

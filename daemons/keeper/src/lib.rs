@@ -7,10 +7,13 @@
 //! - [`chain`]: a chain's Gate (confirmed events in batches, `paid`, `pay`);
 //! - [`peer`]: the HTTP/JSON exchange of signatures between keepers;
 //! - [`store`]: LMDB (checkpoints, locks, own signatures, paid marks);
-//! - [`daemon`]: configuration and wiring.
+//! - [`daemon`]: configuration and wiring;
+//! - [`testnet`]: the test harness (two anvils, the contracts, keepers in process), shared
+//!   with other packages' tests.
 
 pub mod chain;
 pub mod core;
 pub mod daemon;
 pub mod peer;
 pub mod store;
+pub mod testnet;

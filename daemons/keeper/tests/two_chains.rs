@@ -1,371 +1,72 @@
 //! The keeper against two real anvil chains (different chain ids) with the real contracts,
-//! each Gate with three keepers, threshold 2 and a funded reserve. Keepers run in process
-//! (the library's `daemon::run`, as the binary does), each with its own LMDB directory and
-//! HTTP port; a "stopped" keeper is one whose port nobody listens on.
+//! each Gate with three keepers, threshold 2 and a funded reserve: `sonm_keeper::testnet`
+//! (shared with sonm-node's gate tests). Keepers run in process (the library's `daemon::run`,
+//! as the binary does), each with its own LMDB directory and HTTP port; a "stopped" keeper is
+//! one whose port nobody listens on.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::aliases::U96;
 use alloy::primitives::{Address, U256};
-use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::Filter;
+use alloy::providers::Provider;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolEvent;
-use alloy::transports::http::reqwest::Url;
-use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
-use sonm_contracts::{Addresses, DeployConfig, Gate, GateConfig, SNM};
+use sonm_contracts::Gate;
+use sonm_contracts::deploy::{SNM_WEI, signing_provider};
 use sonm_keeper::core::{GateRef, TransferKey, transfer_digest};
-use sonm_keeper::daemon::{self, ChainConfig, Config};
+use sonm_keeper::daemon::ChainConfig;
+use sonm_keeper::testnet::{CONFIRMATIONS, Net, TestChain, WAIT, block_on, signer, wait_for};
 
-const CONFIRMATIONS: u64 = 3;
 const AMOUNT: u128 = 5 * SNM_WEI;
-const WAIT: Duration = Duration::from_secs(90);
 /// Longer than the last keeper's turn (rank 2 × 1.5 s): time for a duplicate pay to show.
 const SETTLE: Duration = Duration::from_millis(3500);
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    smol::block_on(async_compat::Compat::new(f))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn signer(i: usize) -> PrivateKeySigner {
-    DEV_KEYS[i].parse().unwrap()
-}
-
-/// Waits until `f` is `Some`, or panics after [`WAIT`] saying what it waited for.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// One chain: anvil (automine, plus a block every 150 ms from a miner thread that can be
-/// paused, so that confirmations come without transactions), the deployment, its file.
-struct TestChain {
-    anvil: Anvil,
-    addresses: Addresses,
-    addresses_file: PathBuf,
-    mining: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    miner: Option<JoinHandle<()>>,
-}
-
-impl TestChain {
-    fn new(chain_id: u64, dir: &std::path::Path) -> Self {
-        let anvil = Anvil::spawn_with(&["--chain-id", &chain_id.to_string()])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let url: Url = anvil.endpoint().parse().unwrap();
-        let keepers = (1..=3)
-            .map(|i| (signer(i).address(), U96::from(1_000_000 * SNM_WEI)))
-            .collect();
-        let config = DeployConfig {
-            gate: GateConfig {
-                threshold: 2,
-                keepers,
-                reserve: U256::from(1_000_000 * SNM_WEI),
-            },
-            ..DeployConfig::default()
-        };
-        let addresses = block_on(sonm_contracts::deploy(url, signer(0), &config)).unwrap();
-        assert_eq!(addresses.chain_id, chain_id);
-        let addresses_file = dir.join(format!("addresses-{chain_id}.toml"));
-        addresses.write(&addresses_file).unwrap();
-        let mining = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let miner = {
-            let (mining, stop) = (mining.clone(), stop.clone());
-            let endpoint = anvil.endpoint();
-            std::thread::spawn(move || {
-                let agent = ureq::Agent::new_with_defaults();
-                while !stop.load(Ordering::Relaxed) {
-                    if mining.load(Ordering::Relaxed) {
-                        let _ = agent.post(&endpoint).send_json(serde_json::json!({
-                            "jsonrpc": "2.0", "id": 1, "method": "evm_mine", "params": []
-                        }));
-                    }
-                    std::thread::sleep(Duration::from_millis(150));
-                }
-            })
-        };
-        TestChain {
-            anvil,
-            addresses,
-            addresses_file,
-            mining,
-            stop,
-            miner: Some(miner),
-        }
-    }
-
-    fn id(&self) -> u64 {
-        self.addresses.chain_id
-    }
-
-    fn gate(&self) -> GateRef {
-        GateRef {
-            chain_id: self.id(),
-            gate: self.addresses.contracts.gate,
-        }
-    }
-
-    fn reader(&self) -> DynProvider {
-        provider(self.anvil.endpoint().parse().unwrap())
-    }
-
-    /// The user (the deployer, who holds the SNM) locks `amount` for `to` on `dst`; the nonce.
-    fn lock(&self, to: Address, amount: u128, dst: u64) -> u64 {
-        let p = signing_provider(self.anvil.endpoint().parse().unwrap(), signer(0));
-        let c = self.addresses.contracts;
-        block_on(async {
-            let token = SNM::new(c.snm, &p);
-            let r = token
-                .approve(c.gate, U256::from(amount))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status());
-            let r = Gate::new(c.gate, &p)
-                .lock(to, U256::from(amount), U256::from(dst))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status());
-            let nonce = r.decoded_log::<Gate::Locked>().unwrap().data.nonce;
-            u64::try_from(nonce).unwrap()
-        })
-    }
-
-    fn balance(&self, who: Address) -> U256 {
-        let p = self.reader();
-        let token = SNM::new(self.addresses.contracts.snm, &p);
-        block_on(async { token.balanceOf(who).call().await }).unwrap()
-    }
-
-    /// The `Paid` events of this gate for `nonce` locked on `src`.
-    fn paid_events(&self, src: &TestChain, nonce: u64) -> usize {
-        let filter = Filter::new()
-            .address(self.addresses.contracts.gate)
-            .event_signature(Gate::Paid::SIGNATURE_HASH)
-            .from_block(0);
-        let logs = block_on(self.reader().get_logs(&filter)).unwrap();
-        logs.iter()
-            .filter_map(|l| l.log_decode::<Gate::Paid>().ok())
-            .filter(|p| {
-                let e = &p.inner.data;
-                e.srcChainId == U256::from(src.id())
-                    && e.srcGate == src.addresses.contracts.gate
-                    && e.nonce == U256::from(nonce)
-            })
-            .count()
-    }
-}
-
-impl Drop for TestChain {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(m) = self.miner.take() {
-            let _ = m.join();
-        }
-    }
-}
-
-/// Both chains and the keepers' fixed places (ports, data directories, key files).
-struct Net {
-    dir: tempfile::TempDir,
-    main: TestChain,
-    sonm: TestChain,
-    ports: [u16; 3],
-}
-
-impl Net {
-    fn new() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_max_level(tracing::Level::INFO)
-            .try_init();
-        let dir = tempfile::tempdir().unwrap();
-        let main = TestChain::new(1001, dir.path());
-        let sonm = TestChain::new(2002, dir.path());
-        for (i, key) in DEV_KEYS.iter().enumerate().skip(1) {
-            std::fs::write(dir.path().join(format!("keeper{i}.key")), key).unwrap();
-        }
-        Net {
-            dir,
-            main,
-            sonm,
-            ports: [free_port(), free_port(), free_port()],
-        }
-    }
-
-    fn url(&self, k: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[k - 1])
-    }
-
-    /// Keeper `k` (1..=3, anvil's dev key k) with `extra` peers besides the other two.
-    fn config(&self, k: usize, extra: &[String]) -> Config {
-        let chain = |c: &TestChain| ChainConfig {
-            rpc_url: c.anvil.endpoint().parse().unwrap(),
-            addresses: c.addresses_file.clone(),
-            confirmations: CONFIRMATIONS,
-            batch_blocks: 50,
-        };
-        let mut peers: Vec<String> = (1..=3).filter(|p| *p != k).map(|p| self.url(p)).collect();
-        peers.extend_from_slice(extra);
-        Config {
-            key_file: self.dir.path().join(format!("keeper{k}.key")),
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports[k - 1])),
-            data_dir: self.dir.path().join(format!("keeper{k}")),
-            peers,
-            keepers: (1..=3).map(|i| signer(i).address()).collect(),
-            main: chain(&self.main),
-            sonm: chain(&self.sonm),
-            poll_interval_ms: 100,
-            turn_delay_ms: 1500,
-            fetch_interval_ms: 200,
-            resubmit_ms: 5000,
-            refused_ms: 60_000,
-            peer_timeout_ms: 1000,
-            http_threads: 1,
-        }
-    }
-
-    fn start(&self, k: usize, extra: &[String]) -> Running {
-        let config = self.config(k, extra);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let handle = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                daemon::run(&config, &stop, |addr| {
-                    let _ = tx.send(addr);
-                })
-                .map_err(|e| e.to_string())
-            })
-        };
-        if rx.recv_timeout(WAIT).is_err() {
-            panic!("keeper {k} did not start: {:?}", handle.join());
-        }
-        Running {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Keeper `k` as a process of the real binary, configured by a TOML file.
-    fn spawn(&self, k: usize, extra: &[String]) -> Process {
-        let c = self.config(k, extra);
-        let chain = |name: &str, c: &ChainConfig| {
-            format!(
-                "[{name}]\nrpc_url = \"{}\"\naddresses = {:?}\nconfirmations = {}\nbatch_blocks = {}\n",
-                c.rpc_url, c.addresses, c.confirmations, c.batch_blocks
-            )
-        };
-        let quoted = |v: Vec<String>| {
-            v.iter()
-                .map(|s| format!("{s:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let text = format!(
-            "key_file = {:?}\nlisten = \"{}\"\ndata_dir = {:?}\npeers = [{}]\nkeepers = [{}]\n\
-             poll_interval_ms = {}\nturn_delay_ms = {}\nfetch_interval_ms = {}\nresubmit_ms = {}\n\
-             peer_timeout_ms = {}\n{}{}",
-            c.key_file,
-            c.listen,
-            c.data_dir,
-            quoted(c.peers.clone()),
-            quoted(c.keepers.iter().map(|a| a.to_string()).collect()),
-            c.poll_interval_ms,
-            c.turn_delay_ms,
-            c.fetch_interval_ms,
-            c.resubmit_ms,
-            c.peer_timeout_ms,
-            chain("main", &c.main),
-            chain("sonm", &c.sonm),
-        );
-        let path = self.dir.path().join(format!("keeper{k}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sonm-keeper"))
-            .arg("--config")
-            .arg(&path)
-            .spawn()
-            .unwrap();
-        let url = format!("{}/v1/status", self.url(k));
-        wait_for("the keeper process to listen", || {
-            ureq::get(&url).call().ok()
-        });
-        Process(child)
-    }
-
-    /// Keeper `k`'s signature of `key` as it serves it, if any.
-    fn served(&self, k: usize, key: TransferKey) -> Option<String> {
-        let url = format!(
-            "{}/v1/signatures/{}/{}",
-            self.url(k),
-            key.src_chain,
-            key.nonce
-        );
-        let mut r = ureq::get(&url)
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .ok()?;
-        (r.status() == 200).then(|| r.body_mut().read_to_string().unwrap())
-    }
-}
-
-/// A keeper running in process; stopped (and its thread joined) on drop.
-struct Running {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Result<(), String>>>,
-}
-
-impl Running {
-    fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            h.join().unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// Keeper `k` as a process of the real binary, configured by a TOML file.
+fn spawn(net: &Net, k: usize, extra: &[String]) -> Process {
+    let c = net.config(k, extra);
+    let chain = |name: &str, c: &ChainConfig| {
+        format!(
+            "[{name}]\nrpc_url = \"{}\"\naddresses = {:?}\nconfirmations = {}\nbatch_blocks = {}\n",
+            c.rpc_url, c.addresses, c.confirmations, c.batch_blocks
+        )
+    };
+    let quoted = |v: Vec<String>| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "key_file = {:?}\nlisten = \"{}\"\ndata_dir = {:?}\npeers = [{}]\nkeepers = [{}]\n\
+         poll_interval_ms = {}\nturn_delay_ms = {}\nfetch_interval_ms = {}\nresubmit_ms = {}\n\
+         peer_timeout_ms = {}\n{}{}",
+        c.key_file,
+        c.listen,
+        c.data_dir,
+        quoted(c.peers.clone()),
+        quoted(c.keepers.iter().map(|a| a.to_string()).collect()),
+        c.poll_interval_ms,
+        c.turn_delay_ms,
+        c.fetch_interval_ms,
+        c.resubmit_ms,
+        c.peer_timeout_ms,
+        chain("main", &c.main),
+        chain("sonm", &c.sonm),
+    );
+    let path = net.dir.path().join(format!("keeper{k}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sonm-keeper"))
+        .arg("--config")
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    let url = format!("{}/v1/status", net.url(k));
+    wait_for("the keeper process to listen", || {
+        ureq::get(&url).call().ok()
+    });
+    Process(child)
 }
 
 /// A keeper process; killed on drop unless stopped.
@@ -492,7 +193,7 @@ fn transfers_cross_both_ways_with_a_keeper_stopped_and_a_lying_peer() {
     ]);
     let extra = [liar.url.clone()];
     let _k1 = net.start(1, &extra);
-    let k2 = net.spawn(2, &extra);
+    let k2 = spawn(&net, 2, &extra);
 
     // Keepers sorted by address are 2, 1, 3 and the first turn for nonce n is the
     // (n mod 3)-th keeper of that list rotated: nonce 1 starts with keeper 1, nonce 2 with

@@ -31,8 +31,11 @@ use sonm_http_query::Params;
 use crate::chain::Role;
 use crate::error::ApiError;
 use crate::market::AskQuery;
-use crate::node::{Node, read_input_dir};
+use crate::node::{Node, TrackedStart, read_input_dir};
 use crate::records::OrderStatus;
+
+mod gates;
+mod transfer;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -68,6 +71,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/deals/{id}/tasks/{task}"),
     ("get", "/v1/deals/{id}/tasks/{task}/result"),
     ("post", "/v1/deals/{id}/tasks/{task}/stop"),
+    // A task's output, read live, and uploads' progress (api/transfer.rs).
+    ("get", "/v1/deals/{id}/tasks/{task}/logs"),
+    ("get", "/v1/transfers/{token}"),
+    // Deposits and withdrawals through the Gates (api/gates.rs).
+    ("post", "/v1/token/deposit"),
+    ("post", "/v1/token/withdraw"),
+    ("get", "/v1/token/transfers"),
+    // Worker admin for suppliers (admin.rs: `crate::admin::ROUTES`, checked equal below).
+    ("get", "/v1/worker/status"),
+    ("get", "/v1/worker/inventory"),
+    ("get", "/v1/worker/devices"),
+    ("get", "/v1/worker/plans"),
+    ("post", "/v1/worker/plans"),
+    ("delete", "/v1/worker/plans/{id}"),
+    ("post", "/v1/worker/asks/replace"),
+    ("post", "/v1/worker/confirm"),
 ];
 
 /// An answer: status and JSON body.
@@ -323,6 +342,10 @@ struct StartTask {
     /// A container's environment, `NAME=value` entries.
     #[serde(default)]
     env: Vec<String>,
+    /// A token (1-64 of `A-Za-z0-9_-`) under which `GET /v1/transfers/{token}` reports the
+    /// upload's progress while this request runs.
+    #[serde(default)]
+    progress: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -714,6 +737,18 @@ impl Api<'_> {
                 let deal = parse_id("deal id", id)?;
                 let req: StartTask = body_json(body)?;
                 let worker_addr = req.worker_addr;
+                if let Some(token) = req.progress.clone() {
+                    transfer::check_token(&token)?;
+                    let start = match req.kind {
+                        TaskKind::Wasm => TrackedStart::Wasm(start_wasm(deal, req)?),
+                        TaskKind::Container => TrackedStart::Container(start_container(deal, req)?),
+                    };
+                    let task = node.start_tracked(start, worker_addr, token)?;
+                    return Ok(Answer::json(
+                        200,
+                        &serde_json::json!({ "deal": deal, "task": task }),
+                    ));
+                }
                 let task = match req.kind {
                     TaskKind::Wasm => node.start_task(start_wasm(deal, req)?, worker_addr)?,
                     TaskKind::Container => {
@@ -752,6 +787,17 @@ impl Api<'_> {
                     &serde_json::json!({ "deal": deal, "task": task, "stopping": true }),
                 ))
             }
+            ["v1", "deals", id, "tasks", task, "logs"] => {
+                transfer::logs(node, &method, id, task, params)
+            }
+            ["v1", "transfers", token] => transfer::progress(node, &method, token, params),
+            ["v1", "token", op @ ("deposit" | "withdraw" | "transfers")] => {
+                gates::route(node, &method, op, params, body)
+            }
+            ["v1", "worker", rest @ ..] => Ok(Answer::json(
+                200,
+                &crate::admin::route(node, &method, rest, params, body)?,
+            )),
             _ => Err(ApiError::NotFound(format!(
                 "no route {path} (see {OPENAPI_PATH})"
             ))),
@@ -1047,7 +1093,8 @@ pub fn openapi() -> serde_json::Value {
                     "worker_addr": { "type": "string" },
                     "kind": { "type": "string", "enum": ["wasm", "container"] },
                     "rootfs": { "type": "object", "description": "a container's rootfs tar: {\"base64\": ...} or {\"path\": ...}" },
-                    "env": { "type": "array", "items": { "type": "string" }, "description": "a container's NAME=value entries" } } })),
+                    "env": { "type": "array", "items": { "type": "string" }, "description": "a container's NAME=value entries" },
+                    "progress": { "type": "string", "description": "a token (1-64 of A-Za-z0-9_-): GET /v1/transfers/{token} reports the upload's progress while this request runs" } } })),
                 "responses": ok("{deal, task}") } },
             "/v1/deals/{id}/tasks/{task}": { "get": { "summary": "A task's status", "parameters": [path_param("id"), path_param("task"), worker_addr.clone()], "responses": ok("{deal, task, status: running|finished|failed, exit, error}") } },
             "/v1/deals/{id}/tasks/{task}/result": { "get": { "summary": "A finished task's stdout, outputs (base64) and usage receipt, verified against the deal's supplier", "parameters": [path_param("id"), path_param("task"), worker_addr.clone()], "responses": ok("the result") } },
@@ -1063,6 +1110,24 @@ pub fn openapi() -> serde_json::Value {
                 entry.extend(ops.clone());
             }
         }
+    }
+    // A task's logs and uploads' progress (api/transfer.rs).
+    if let (Some(paths), serde_json::Value::Object(more)) =
+        (doc["paths"].as_object_mut(), transfer::openapi_paths())
+    {
+        paths.extend(more);
+    }
+    // Deposits and withdrawals through the Gates: new paths of their own (api/gates.rs).
+    if let (Some(paths), serde_json::Value::Object(more)) =
+        (doc["paths"].as_object_mut(), gates::openapi_paths())
+    {
+        paths.extend(more);
+    }
+    // Worker admin for suppliers (admin.rs).
+    if let (Some(paths), serde_json::Value::Object(more)) =
+        (doc["paths"].as_object_mut(), crate::admin::openapi_paths())
+    {
+        paths.extend(more);
     }
     doc
 }

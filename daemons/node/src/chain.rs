@@ -87,6 +87,9 @@ pub struct Balance {
     /// What the Market contract may pull (bids, quick-buy, billing), SNM wei.
     #[serde(serialize_with = "as_string")]
     pub market_allowance: U256,
+    /// The same account on the main chain, when the node has one configured (`[main_chain]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_chain: Option<crate::gates::MainBalance>,
 }
 
 pub(crate) fn as_string<S: serde::Serializer, T: std::fmt::Display>(
@@ -164,6 +167,11 @@ impl Chain {
         &self.provider
     }
 
+    /// The one transaction path of this chain (the Gate's `lock` goes through it too).
+    pub(crate) fn sender(&self) -> &TxSender {
+        &self.sender
+    }
+
     fn market(&self) -> Market::MarketInstance<DynProvider> {
         Market::new(self.addresses.contracts.market, self.provider.clone())
     }
@@ -212,6 +220,7 @@ impl Chain {
                 snm: tokens,
                 eth,
                 market_allowance: allowance,
+                main_chain: None,
             })
         })
         .await
@@ -731,6 +740,27 @@ impl Chain {
         Compat::new(async move { sender.send("approve", snm.approve(market, amount)).await })
             .await?;
         Ok(())
+    }
+
+    /// `Market.confirmWorker(worker)`: the node's key becomes `worker`'s master (the worker
+    /// must have asked with `registerWorker`; the chain refuses otherwise).
+    pub async fn confirm_worker(&self, worker: Address) -> Result<(), ChainError> {
+        let (market, sender) = (self.market(), self.sender.clone());
+        Compat::new(async move {
+            sender
+                .send("confirmWorker", market.confirmWorker(worker))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The master `worker` is paid to (itself when it has none).
+    pub async fn master_of(&self, worker: Address) -> Result<Address, ChainError> {
+        let market = self.market();
+        Compat::new(async move { market.masterOf(worker).call().await })
+            .await
+            .map_err(call_err("masterOf"))
     }
 
     /// `Blacklist.add(who)` or `Blacklist.remove(who)` on the node's own list.

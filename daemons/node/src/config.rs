@@ -29,6 +29,12 @@
 //! # node then remembers for that deal. Both come before the rendezvous.
 //! [workers]
 //! "0x70997970c51812dc3a010c7d01b50e0d17dc79c8" = "127.0.0.1:15010"
+//!
+//! # Optional: the main chain, for deposits and withdrawals through the Gates (the chain above,
+//! # `rpc_url`, is the SONM chain). Its endpoint(s) as `rpc_url`, and its sonm-deploy file.
+//! [main_chain]
+//! rpc_url = "http://127.0.0.1:9545"
+//! addresses = "/etc/sonm/main-addresses.toml"
 //! ```
 
 use std::collections::BTreeMap;
@@ -72,6 +78,20 @@ pub struct Config {
     /// Worker address → QUIC address of its task service.
     #[serde(default)]
     pub workers: BTreeMap<Address, SocketAddr>,
+    /// The main chain, whose Gate moves SNM to and from this (the SONM) chain; none: no
+    /// deposits or withdrawals.
+    #[serde(default)]
+    pub main_chain: Option<MainChainConfig>,
+}
+
+/// `[main_chain]`: the other side of the Gates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MainChainConfig {
+    /// One endpoint or a list of the same chain's endpoints (failover), as `rpc_url`.
+    pub rpc_url: RpcUrls,
+    /// The main chain's addresses file, written by sonm-deploy there.
+    pub addresses: PathBuf,
 }
 
 fn default_listen() -> SocketAddr {
@@ -147,6 +167,9 @@ mod tests {
         assert!(config.rendezvous_address.is_some());
         assert_eq!(config.dwh_url.as_deref(), Some("http://127.0.0.1:8090"));
         assert_eq!(config.rpc_url.urls().len(), 2);
+        let main = config.main_chain.as_ref().expect("[main_chain]");
+        assert_eq!(main.rpc_url.urls().len(), 1);
+        assert_eq!(main.addresses, Path::new("/etc/sonm/main-addresses.toml"));
         // A single endpoint, as older configurations have it, still works.
         let one = doc.replace(
             r#"["http://127.0.0.1:8545", "http://127.0.0.1:8546"]"#,

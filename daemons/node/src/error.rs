@@ -6,6 +6,7 @@ use sonm_worker::client::ClientError;
 use sonm_worker::proto::TaskError;
 
 use crate::chain::ChainError;
+use crate::gates::GateError;
 use crate::market::MarketError;
 
 impl From<sonm_http_query::BadQuery> for ApiError {
@@ -42,6 +43,9 @@ pub enum ApiError {
     Worker(#[from] ClientError),
     #[error("reaching the worker through the rendezvous: {0}")]
     Rendezvous(#[from] sonm_rendezvous::ClientError),
+    /// Deposits and withdrawals through the Gates.
+    #[error(transparent)]
+    Gate(#[from] crate::gates::GateError),
 }
 
 /// The JSON body of an error.
@@ -66,6 +70,16 @@ fn task_error_code(e: &TaskError) -> (u16, &'static str) {
         TaskError::Internal(_) => (502, "worker_internal"),
         TaskError::ContainersUnavailable(_) => (501, "worker_containers_unavailable"),
         TaskError::BadRootfs(_) => (400, "worker_bad_rootfs"),
+        // Staged uploads and downloads (the node's client drives them; these reach the API
+        // only when something went wrong on the way).
+        TaskError::UnknownUpload(_) => (404, "worker_unknown_upload"),
+        TaskError::NotYourUpload { .. } => (403, "worker_not_your_upload"),
+        TaskError::UploadTooLarge { .. } => (413, "worker_upload_too_large"),
+        TaskError::WrongOffset { .. }
+        | TaskError::UploadOverrun { .. }
+        | TaskError::UploadMismatch { .. }
+        | TaskError::UploadNotReady { .. } => (502, "worker_upload_failed"),
+        TaskError::UnknownOutput { .. } => (404, "worker_unknown_output"),
     }
 }
 
@@ -87,11 +101,15 @@ impl ApiError {
             ApiError::Worker(ClientError::Refused(e)) => task_error_code(e),
             ApiError::Worker(ClientError::Receipt(_)) => (502, "receipt_invalid"),
             ApiError::Worker(ClientError::Timeout(_)) => (504, "worker_timeout"),
+            ApiError::Worker(ClientError::Integrity { .. }) => (502, "worker_output_corrupt"),
             ApiError::Worker(_) => (502, "worker_unreachable"),
             ApiError::Rendezvous(sonm_rendezvous::ClientError::NotFound(_)) => {
                 (404, "worker_not_published")
             }
             ApiError::Rendezvous(_) => (502, "rendezvous"),
+            ApiError::Gate(GateError::NoMainChain) => (422, "no_main_chain"),
+            ApiError::Gate(GateError::Refused { .. }) => (409, "chain_refused"),
+            ApiError::Gate(GateError::Chain { .. }) => (502, "chain"),
         }
     }
 

@@ -10,12 +10,18 @@
 //!   (`sonm-worker`'s client, which verifies each result's signed receipt).
 //! - [`records`]: the node's own orders, change requests and profiles as the API shows them,
 //!   read from the DWH when `dwh_url` is set, else from the chain (`chain`).
+//! - [`gates`]: deposits and withdrawals of SNM between the main chain (`[main_chain]`) and
+//!   the SONM chain through the Gates.
+//! - [`admin`]: worker admin for suppliers (`/v1/worker/...`), relayed to the worker's admin
+//!   service over QUIC; master confirm on chain.
 //! - [`api`]: the HTTP/JSON API (tiny_http), its routes and its OpenAPI document.
 
+pub mod admin;
 pub mod api;
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod gates;
 pub mod keystore;
 pub mod market;
 pub mod node;

@@ -45,6 +45,8 @@ pub enum OpenError {
     Key(#[from] sonm_net::IdentityError),
     #[error("rendezvous server {0:?} is not a host:port that resolves")]
     RendezvousAddr(String),
+    #[error(transparent)]
+    MainChain(#[from] crate::gates::MainChainError),
     #[error("QUIC socket at {addr}: {source}")]
     Socket {
         addr: SocketAddr,
@@ -90,6 +92,11 @@ pub struct Node {
     paths: Mutex<BTreeMap<Address, RendezvousPath>>,
     /// One chain writer at a time, so nonces stay in order.
     writer: Mutex<()>,
+    /// `[main_chain]`: the other side of the Gates (deposits, withdrawals); see `gates`.
+    main_chain: Option<crate::gates::MainChain>,
+    /// Uploads to workers in flight, by the token their start request named: (bytes sent,
+    /// total), for `GET /v1/transfers/{token}` (the CLI's progress bar).
+    transfers: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Node {
@@ -107,7 +114,17 @@ impl Node {
         addresses: Addresses,
     ) -> Result<Self, OpenError> {
         let key = EthKey::from_bytes(&signer.to_bytes().0)?;
+        // The main chain signs with the same key (deposits go to the same address).
+        let main_signer = signer.clone();
         let chain = block_on(Chain::connect(&config.rpc_url, signer, addresses))?;
+        let main_chain = match &config.main_chain {
+            Some(main) => Some(crate::gates::MainChain::open(
+                main,
+                main_signer,
+                chain.addresses().chain_id,
+            )?),
+            None => None,
+        };
         let (endpoint, rendezvous) = match &config.rendezvous {
             None => (client_endpoint(&key, config.quic_bind)?, None),
             Some(server) => {
@@ -159,7 +176,19 @@ impl Node {
             rendezvous,
             paths: Mutex::new(BTreeMap::new()),
             writer: Mutex::new(()),
+            main_chain,
+            transfers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The main chain, when `[main_chain]` is configured (the Gates' other side).
+    pub(crate) fn main_chain(&self) -> Option<&crate::gates::MainChain> {
+        self.main_chain.as_ref()
+    }
+
+    /// Held while sending on the node's own (SONM) chain, so nonces stay in order.
+    pub(crate) fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces where asks come from.
@@ -177,7 +206,9 @@ impl Node {
     }
 
     pub fn balance(&self) -> Result<Balance, ApiError> {
-        Ok(block_on(self.chain.balance())?)
+        let mut balance = block_on(self.chain.balance())?;
+        balance.main_chain = self.main_balance()?;
+        Ok(balance)
     }
 
     /// The asks matching `query`, cheapest first, at most `query.limit`: the source's pages
@@ -265,7 +296,7 @@ impl Node {
     }
 
     /// Runs one chain write at a time (nonces stay in order).
-    fn write<T>(&self, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         f()
     }
@@ -572,6 +603,27 @@ impl Node {
         Ok(c)
     }
 
+    /// A connection to `worker`'s admin service (see `crate::admin`): at `addr`, else at its
+    /// configured address, else through the rendezvous. Not cached: admin requests are rare.
+    pub(crate) fn admin_connect(
+        &self,
+        worker: Address,
+        addr: Option<SocketAddr>,
+    ) -> Result<sonm_net::Connection, ApiError> {
+        use sonm_worker::admin::ADMIN_ALPN;
+        match (addr.or_else(|| self.worker_addr(worker)), &self.rendezvous) {
+            (Some(addr), _) => Ok(
+                block_on(self.endpoint.connect(addr, ADMIN_ALPN, Some(worker)))
+                    .map_err(ClientError::Net)?,
+            ),
+            (None, Some(rv)) => {
+                let client = self.rendezvous_client(rv)?;
+                Ok(block_on(client.connect_via_rendezvous(worker, ADMIN_ALPN))?.0)
+            }
+            (None, None) => Err(ApiError::NoWorkerAddress(worker)),
+        }
+    }
+
     /// Resolves `worker` at the rendezvous and connects to its task service: a direct
     /// (hole-punched) path if one opens in time, else through the relay.
     fn connect_via_rendezvous(
@@ -723,6 +775,63 @@ impl Node {
     ) -> Result<(), ApiError> {
         self.with_worker(deal, worker_addr, |c| block_on(c.stop(task)))
     }
+
+    /// As [`Node::start_task`] (`container`: [`Node::start_container`]), publishing the
+    /// upload's progress under `token` until it returns.
+    pub fn start_tracked(
+        &self,
+        start: TrackedStart,
+        worker_addr: Option<SocketAddr>,
+        token: String,
+    ) -> Result<TaskId, ApiError> {
+        let transfers = &self.transfers;
+        let set = |v: Option<(u64, u64)>| {
+            let mut t = transfers.lock().unwrap_or_else(|e| e.into_inner());
+            match v {
+                Some(v) => t.insert(token.clone(), v),
+                None => t.remove(&token),
+            };
+        };
+        set(Some((0, 0)));
+        let progress = |done, total| set(Some((done, total)));
+        let (deal, what) = match &start {
+            TrackedStart::Wasm(s) => (s.deal, "task"),
+            TrackedStart::Container(s) => (s.deal, "container"),
+        };
+        let task = self.with_worker(deal, worker_addr, |c| match &start {
+            TrackedStart::Wasm(s) => block_on(c.start_wasm_with_progress(s.clone(), &progress)),
+            TrackedStart::Container(s) => {
+                block_on(c.start_container_with_progress(s.clone(), &progress))
+            }
+        });
+        set(None);
+        let task = task?;
+        tracing::info!(deal, task, "{what} started");
+        Ok(task)
+    }
+
+    /// Bytes sent and the total of the upload tracked as `token`, while it runs.
+    pub fn transfer_progress(&self, token: &str) -> Option<(u64, u64)> {
+        self.transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .copied()
+    }
+
+    /// What the task printed from the given offsets (live while it runs).
+    pub fn task_logs(
+        &self,
+        deal: DealId,
+        task: TaskId,
+        stdout_offset: u64,
+        stderr_offset: u64,
+        worker_addr: Option<SocketAddr>,
+    ) -> Result<sonm_worker::proto::LogChunk, ApiError> {
+        self.with_worker(deal, worker_addr, |c| {
+            block_on(c.logs(task, stdout_offset, stderr_offset))
+        })
+    }
 }
 
 /// Reads every file under `dir` as task inputs (paths relative, `/`-separated, sorted).
@@ -764,4 +873,11 @@ pub fn read_input_dir(dir: &Path) -> Result<Vec<sonm_worker::proto::File>, ApiEr
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
     Ok(out)
+}
+
+/// A start request whose upload progress is tracked ([`Node::start_tracked`]).
+#[derive(Debug)]
+pub enum TrackedStart {
+    Wasm(StartWasm),
+    Container(StartContainer),
 }

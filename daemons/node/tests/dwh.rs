@@ -235,6 +235,7 @@ map_size_mib = 64
         master: None,
         rendezvous: None,
         rendezvous_address: None,
+        metrics_listen: None,
         autotrader: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
     };

@@ -144,6 +144,7 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
         master: None,
         rendezvous: None,
         rendezvous_address: None,
+        metrics_listen: None,
         autotrader: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
     };

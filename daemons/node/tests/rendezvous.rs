@@ -218,6 +218,7 @@ fn a_worker_known_only_through_the_rendezvous_runs_the_customers_job() {
         master: None,
         rendezvous: Some(server_addr.to_string()),
         rendezvous_address: Some(server.address()),
+        metrics_listen: None,
         plans: vec![plan()],
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();

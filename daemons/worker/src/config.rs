@@ -19,6 +19,8 @@
 //! # it; the server's Ethereum address, when given, is pinned at the handshake.
 //! rendezvous = "127.0.0.1:7666"
 //! rendezvous_address = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
+//! # Optional: Prometheus metrics over HTTP (keep it on localhost or a scrape network).
+//! metrics_listen = "127.0.0.1:9110"
 //!
 //! [benchmarks]
 //! wasm_score_module = "/usr/share/sonm/wasm-score.wasm"
@@ -117,6 +119,9 @@ pub struct Config {
     /// The rendezvous server's Ethereum address, pinned at the handshake (none: any).
     #[serde(default)]
     pub rendezvous_address: Option<Address>,
+    /// Where to serve Prometheus metrics over HTTP (e.g. `127.0.0.1:9110`); none: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub benchmarks: BenchConfig,
     #[serde(default)]

@@ -13,11 +13,15 @@
 //!   usage receipts the worker signs with its Ethereum key.
 //! - [`tasks`]: WASM tasks run by `sonm-wasm-runtime` within a deal's slice, and native
 //!   containers run by runc ([`containers`]: the OCI config, the rootfs unpacking, runc).
+//! - [`uploads`]: staged uploads (chunks into the state directory, verified at commit).
 //! - [`worker`]: the daemon: state, chain loop, and the task service that only a deal's consumer
 //!   may use; [`client`]: the customer's side of the protocol.
+//! - [`admin`]: the supplier's admin protocol (ALPN [`admin::ADMIN_ALPN`]), for the worker's
+//!   own key or its confirmed master only; [`metrics`]: Prometheus counters (`metrics_listen`).
 //! - [`autotrader`]: `[autotrader]`, Optimus's view of the plans and the DWH client; the loop
 //!   that re-plans the box and takes matching bids runs in [`worker`].
 
+pub mod admin;
 pub mod autotrader;
 pub mod bench;
 pub mod billing;
@@ -26,11 +30,13 @@ pub mod client;
 pub mod config;
 pub mod containers;
 pub mod inventory;
+pub mod metrics;
 pub mod plan;
 pub mod proto;
 pub mod receipt;
 pub mod state;
 pub mod tasks;
+pub mod uploads;
 pub mod worker;
 
 pub use config::Config;

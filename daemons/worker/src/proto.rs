@@ -9,11 +9,24 @@ use crate::receipt::SignedReceipt;
 
 /// The task service's ALPN.
 /// `/2`: receipts say whether fuel was metered, and a task can ask for fuel metering.
-pub const ALPN: &[u8] = b"sonm-worker/2";
+/// `/3`: staged uploads, chunked result downloads and log reads (see [`Request`]).
+pub const ALPN: &[u8] = b"sonm-worker/3";
 
-/// Largest frame the worker accepts or sends: a module, its inputs, or a result with its
-/// outputs travel in one message for now (chunked transfer is still to do).
-pub const MAX_FRAME: u32 = 16 << 20;
+/// Largest frame the worker accepts or sends: a chunk, or a result's stdout and stderr (each
+/// at most 1 MiB) with its output list. Bulk bytes travel in [`CHUNK_SIZE`] chunks.
+pub const MAX_FRAME: u32 = 4 << 20;
+
+/// Most bytes of one upload chunk or one download answer.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Largest start request sent in one message; bigger modules, inputs and rootfs tars go
+/// through a staged upload (the client decides, see `client::TaskClient::start_wasm`).
+pub const INLINE_MAX: usize = 1 << 20;
+
+/// Most bytes of each stream one [`Request::Logs`] answer carries.
+pub const LOG_CHUNK: usize = 256 << 10;
+
+pub type UploadId = u64;
 
 pub type TaskId = u64;
 
@@ -31,6 +44,100 @@ pub enum Request {
     },
     /// Last, so the other requests keep their wire tags.
     StartContainer(StartContainer),
+    // `/3`, appended so the tags above stay.
+    /// Stages `total_size` bytes whose sha256 is `sha256` for a start request of `deal`.
+    BeginUpload {
+        deal: DealId,
+        total_size: u64,
+        sha256: [u8; 32],
+    },
+    /// The next bytes of an upload: `offset` must be what the worker has received so far.
+    Chunk {
+        upload: UploadId,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Ends an upload: refused (and the staged bytes removed) unless size and sha256 match.
+    Commit {
+        upload: UploadId,
+    },
+    StartWasmStaged(StartWasmStaged),
+    StartContainerStaged(StartContainerStaged),
+    /// A finished task's result with each output's size and sha256 instead of its bytes.
+    ResultInfo {
+        task: TaskId,
+    },
+    /// Up to [`CHUNK_SIZE`] bytes of output `path` of a finished task from `offset`.
+    Download {
+        task: TaskId,
+        path: String,
+        offset: u64,
+    },
+    /// Up to [`LOG_CHUNK`] bytes of each of stdout and stderr from the given offsets.
+    Logs {
+        task: TaskId,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    },
+}
+
+/// Bytes carried in the start request, or a committed upload of the same deal (consumed by
+/// the start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Blob {
+    Inline(Vec<u8>),
+    Upload(UploadId),
+}
+
+/// [`StartWasm`] whose module and inputs may name uploads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartWasmStaged {
+    pub deal: DealId,
+    pub module: Blob,
+    pub args: Vec<String>,
+    /// `(path, bytes)` as in [`File`].
+    pub inputs: Vec<(String, Blob)>,
+    pub limits: TaskLimits,
+}
+
+/// [`StartContainer`] whose rootfs may name an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartContainerStaged {
+    pub deal: DealId,
+    pub rootfs: Blob,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub limits: TaskLimits,
+}
+
+/// An output file of a result, named by its size and sha256 (fetch it with
+/// [`Request::Download`]; the receipt's output digest covers the sha256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputInfo {
+    pub path: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// [`TaskResult`] without the output bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultInfo {
+    pub task: TaskId,
+    pub deal: DealId,
+    pub exit: Exit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub outputs: Vec<OutputInfo>,
+    pub receipt: SignedReceipt,
+}
+
+/// What a [`Request::Logs`] read returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The task has ended: once this chunk is empty, nothing more will come.
+    pub finished: bool,
 }
 
 /// A file handed to a job under `/input` (path relative, `/`-separated, no `..`).
@@ -80,11 +187,29 @@ pub struct StartContainer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Started { task: TaskId },
+    Started {
+        task: TaskId,
+    },
     Status(TaskStatus),
     Result(Box<TaskResult>),
     Stopping,
     Error(TaskError),
+    // `/3`
+    UploadBegun {
+        upload: UploadId,
+    },
+    /// Bytes of the upload received so far.
+    ChunkTaken {
+        received: u64,
+    },
+    Committed {
+        upload: UploadId,
+    },
+    ResultInfo(Box<ResultInfo>),
+    Data {
+        bytes: Vec<u8>,
+    },
+    Logs(LogChunk),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,4 +290,47 @@ pub enum TaskError {
     ContainersUnavailable(String),
     #[error("rootfs refused: {0}")]
     BadRootfs(crate::containers::RootfsError),
+    // `/3`: staged uploads and downloads.
+    #[error("no upload {0} (never begun, or removed: refused, expired, used, or its deal ended)")]
+    UnknownUpload(UploadId),
+    #[error("upload {upload} belongs to another consumer")]
+    NotYourUpload { upload: UploadId },
+    #[error(
+        "upload of {asked} bytes for deal {deal} exceeds its staging cap of {cap} ({used} in use)"
+    )]
+    UploadTooLarge {
+        deal: DealId,
+        asked: u64,
+        used: u64,
+        cap: u64,
+    },
+    #[error("upload {upload}: chunk at offset {got}, expected {expected}; the upload is removed")]
+    WrongOffset {
+        upload: UploadId,
+        expected: u64,
+        got: u64,
+    },
+    #[error(
+        "upload {upload}: chunk of {len} bytes at {offset} exceeds the declared {total}; the upload is removed"
+    )]
+    UploadOverrun {
+        upload: UploadId,
+        offset: u64,
+        len: u64,
+        total: u64,
+    },
+    #[error(
+        "upload {upload}: {received} bytes with sha256 {got} do not match the declared {total} bytes with sha256 {expected}; the upload is removed"
+    )]
+    UploadMismatch {
+        upload: UploadId,
+        received: u64,
+        total: u64,
+        expected: String,
+        got: String,
+    },
+    #[error("upload {upload} is not committed (or belongs to another deal)")]
+    UploadNotReady { upload: UploadId },
+    #[error("task {task} has no output {path:?}")]
+    UnknownOutput { task: TaskId, path: String },
 }

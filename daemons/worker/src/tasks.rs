@@ -11,17 +11,20 @@ use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_market::{Address, DealId};
 use sonm_wasm_runtime::{
-    CancelHandle, JobError, JobSpec, Limits, Metering, ModuleSource, Runtime, Termination,
+    CancelHandle, JobError, JobSpec, Limits, Metering, ModuleSource, OutputTap, Runtime,
+    Termination,
 };
 
 use crate::containers::{
     ContainerLimits, ContainerPlan, Containers, Killed, Unavailable, UnpackLimits,
 };
 use crate::proto::{
-    Exit, File, KillCause, StartContainer, StartWasm, TaskError, TaskId, TaskResult, TaskStatus,
+    CHUNK_SIZE, Exit, File, KillCause, LOG_CHUNK, LogChunk, OutputInfo, ResultInfo, StartContainer,
+    StartWasm, TaskError, TaskId, TaskResult, TaskStatus,
 };
 use crate::receipt::{Fuel, UsageReceipt, outputs_digest};
 use crate::state::{Store, TaskRecord};
+use crate::uploads::TakenFile;
 
 #[derive(Debug)]
 enum State {
@@ -35,6 +38,96 @@ struct Entry {
     deal: DealId,
     consumer: Address,
     state: State,
+    /// Where a running task's stdout and stderr can be read (its result's once it ended).
+    logs: LogSource,
+}
+
+/// Where to read a running task's output from.
+#[derive(Debug, Clone)]
+enum LogSource {
+    /// A WASM job's captured streams.
+    Tap(OutputTap),
+    /// A container's bundle, whose `stdout` and `stderr` files runc's pipes are copied to.
+    Files(PathBuf),
+}
+
+impl LogSource {
+    fn read(&self, stderr: bool, offset: u64) -> Vec<u8> {
+        match self {
+            LogSource::Tap(tap) => tap.read(stderr, offset, LOG_CHUNK).0,
+            LogSource::Files(bundle) => read_at(
+                &bundle.join(if stderr { "stderr" } else { "stdout" }),
+                offset,
+            ),
+        }
+    }
+}
+
+/// Up to [`LOG_CHUNK`] bytes of `path` from `offset` (nothing if it is not there yet).
+fn read_at(path: &Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.take(LOG_CHUNK as u64).read_to_end(&mut out);
+    }
+    out
+}
+
+fn slice_from(bytes: &[u8], offset: u64, max: usize) -> Vec<u8> {
+    let from = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    bytes[from..from.saturating_add(max).min(bytes.len())].to_vec()
+}
+
+/// A module, input file or rootfs of a start request: carried in it, or a committed upload.
+#[derive(Debug)]
+pub enum Payload {
+    Bytes(Vec<u8>),
+    Staged(TakenFile),
+}
+
+impl Payload {
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Payload::Bytes(b) => Ok(b),
+            Payload::Staged(f) => std::fs::read(f.path()),
+        }
+    }
+
+    /// Puts the bytes at `path`: an upload is moved there, not copied.
+    fn place(self, path: &Path) -> std::io::Result<()> {
+        match self {
+            Payload::Bytes(b) => std::fs::write(path, b),
+            Payload::Staged(f) => f.move_to(path),
+        }
+    }
+}
+
+/// A WASM job to start: [`StartWasm`] with its bytes possibly staged.
+#[derive(Debug)]
+pub struct WasmJob {
+    pub module: Payload,
+    pub args: Vec<String>,
+    pub inputs: Vec<(String, Payload)>,
+    pub fuel_metered: bool,
+}
+
+impl From<StartWasm> for WasmJob {
+    fn from(req: StartWasm) -> Self {
+        Self {
+            module: Payload::Bytes(req.module),
+            args: req.args,
+            inputs: req
+                .inputs
+                .into_iter()
+                .map(|f| (f.path, Payload::Bytes(f.bytes)))
+                .collect(),
+            fuel_metered: req.limits.fuel_metered,
+        }
+    }
 }
 
 /// Runs tasks and keeps their results (in memory; receipts also in the store).
@@ -163,6 +256,7 @@ impl TaskRunner {
         consumer: Address,
         dir: PathBuf,
         metering: Metering,
+        logs: LogSource,
     ) -> (CancelHandle, bool, Finisher) {
         let cancel = CancelHandle::new();
         let busy = {
@@ -177,6 +271,7 @@ impl TaskRunner {
                     deal,
                     consumer,
                     state: State::Running(cancel.clone()),
+                    logs,
                 },
             );
             running >= self.max_running as usize
@@ -206,21 +301,33 @@ impl TaskRunner {
         req: StartWasm,
         limits: Limits,
     ) -> Result<(), TaskError> {
+        self.start_job(task, deal, consumer, req.into(), limits)
+    }
+
+    /// As [`TaskRunner::start`], for a job whose bytes may be staged uploads.
+    pub fn start_job(
+        &self,
+        task: TaskId,
+        deal: DealId,
+        consumer: Address,
+        req: WasmJob,
+        limits: Limits,
+    ) -> Result<(), TaskError> {
         let task_dir = self.dir.join(task.to_string());
-        let input = task_dir.join("input");
-        let output = task_dir.join("output");
-        let io = |e: std::io::Error| TaskError::Internal(format!("task directory: {e}"));
-        std::fs::create_dir_all(&input).map_err(io)?;
-        std::fs::create_dir_all(&output).map_err(io)?;
-        for f in &req.inputs {
-            let rel = safe_relative(&f.path)?;
-            let path = input.join(rel);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io)?;
+        let prepared = Self::prepare_dirs(&task_dir, req.inputs);
+        let module = match prepared.and_then(|()| {
+            req.module
+                .into_bytes()
+                .map_err(|e| TaskError::Internal(format!("staged module: {e}")))
+        }) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&task_dir);
+                return Err(e);
             }
-            std::fs::write(&path, &f.bytes).map_err(io)?;
-        }
-        let mut spec = JobSpec::new(ModuleSource::Bytes(req.module));
+        };
+        let (input, output) = (task_dir.join("input"), task_dir.join("output"));
+        let mut spec = JobSpec::new(ModuleSource::Bytes(module));
         spec.args = req.args;
         spec.input_dir = Some(input);
         spec.output_dir = Some(output.clone());
@@ -238,13 +345,20 @@ impl TaskRunner {
                 error: None,
             })
             .map_err(|e| TaskError::Internal(e.to_string()))?;
-        let runtime = if req.limits.fuel_metered || spec.limits.fuel.is_some() {
+        let runtime = if req.fuel_metered || spec.limits.fuel.is_some() {
             self.fuel_runtime.clone()
         } else {
             self.runtime.clone()
         };
-        let (cancel, busy, finisher) =
-            self.admit(task, deal, consumer, task_dir, runtime.config().metering);
+        let tap = OutputTap::default();
+        let (cancel, busy, finisher) = self.admit(
+            task,
+            deal,
+            consumer,
+            task_dir,
+            runtime.config().metering,
+            LogSource::Tap(tap.clone()),
+        );
         if busy {
             // What a full runtime pool answers, so the customer sees one kind of "busy".
             let e = JobError::Busy {
@@ -257,7 +371,7 @@ impl TaskRunner {
             .name(format!("task-{task}"))
             .stack_size(8 << 20)
             .spawn(move || {
-                let outcome = runtime.run(&spec, &cancel);
+                let outcome = runtime.run_tapped(&spec, &cancel, &tap);
                 finisher.finish(outcome.map_err(|e| e.to_string()), &output);
             });
         if let Err(e) = spawned {
@@ -265,6 +379,108 @@ impl TaskRunner {
             return Err(TaskError::Internal(format!("cannot start a thread: {e}")));
         }
         Ok(())
+    }
+
+    /// `input/` (with the inputs) and `output/` under `task_dir`.
+    fn prepare_dirs(task_dir: &Path, inputs: Vec<(String, Payload)>) -> Result<(), TaskError> {
+        let input = task_dir.join("input");
+        let io = |e: std::io::Error| TaskError::Internal(format!("task directory: {e}"));
+        std::fs::create_dir_all(&input).map_err(io)?;
+        std::fs::create_dir_all(task_dir.join("output")).map_err(io)?;
+        for (path, bytes) in inputs {
+            let path = input.join(safe_relative(&path)?);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            bytes.place(&path).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Up to [`LOG_CHUNK`] bytes of the task's stdout and stderr from the given offsets, read
+    /// live while it runs.
+    pub fn logs(
+        &self,
+        task: TaskId,
+        peer: Address,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<LogChunk, TaskError> {
+        let tasks = lock(&self.tasks);
+        if !tasks.contains_key(&task) {
+            // A task of an earlier run: its output is gone, and it will print nothing more.
+            self.recorded_status(task, peer)?;
+            return Ok(LogChunk {
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                finished: true,
+            });
+        }
+        let entry = Self::entry_for(&tasks, task, peer)?;
+        Ok(match &entry.state {
+            State::Running(_) => {
+                let source = entry.logs.clone();
+                // Read outside the table's lock (a container's are files).
+                drop(tasks);
+                LogChunk {
+                    stdout: source.read(false, stdout_offset),
+                    stderr: source.read(true, stderr_offset),
+                    finished: false,
+                }
+            }
+            State::Done(r) => LogChunk {
+                stdout: slice_from(&r.stdout, stdout_offset, LOG_CHUNK),
+                stderr: slice_from(&r.stderr, stderr_offset, LOG_CHUNK),
+                finished: true,
+            },
+            State::Failed(_) => LogChunk {
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                finished: true,
+            },
+        })
+    }
+
+    /// The task's result with each output named by size and sha256.
+    pub fn result_info(&self, task: TaskId, peer: Address) -> Result<ResultInfo, TaskError> {
+        let r = self.result(task, peer)?;
+        Ok(ResultInfo {
+            task: r.task,
+            deal: r.deal,
+            exit: r.exit.clone(),
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+            outputs: r
+                .outputs
+                .iter()
+                .map(|f| OutputInfo {
+                    path: f.path.clone(),
+                    size: f.bytes.len() as u64,
+                    sha256: Sha256::digest(&f.bytes).into(),
+                })
+                .collect(),
+            receipt: r.receipt.clone(),
+        })
+    }
+
+    /// Up to [`CHUNK_SIZE`] bytes of output `path` of the task's result from `offset`.
+    pub fn download(
+        &self,
+        task: TaskId,
+        peer: Address,
+        path: &str,
+        offset: u64,
+    ) -> Result<Vec<u8>, TaskError> {
+        let r = self.result(task, peer)?;
+        let f =
+            r.outputs
+                .iter()
+                .find(|f| f.path == path)
+                .ok_or_else(|| TaskError::UnknownOutput {
+                    task,
+                    path: path.into(),
+                })?;
+        Ok(slice_from(&f.bytes, offset, CHUNK_SIZE))
     }
 
     fn entry_for(
@@ -516,8 +732,14 @@ impl TaskRunner {
                 error: None,
             })
             .map_err(|e| TaskError::Internal(e.to_string()))?;
-        let (cancel, busy, finisher) =
-            self.admit(task, deal, consumer, bundle.clone(), Metering::None);
+        let (cancel, busy, finisher) = self.admit(
+            task,
+            deal,
+            consumer,
+            bundle.clone(),
+            Metering::None,
+            LogSource::Files(bundle.clone()),
+        );
         if busy {
             let e = JobError::Busy {
                 limit: self.max_running,

@@ -21,6 +21,7 @@ use crate::chain::{Chain, ChainError};
 use crate::config::{Config, ConfigError};
 use crate::containers::{ContainerLimits, Containers};
 use crate::inventory::Inventory;
+use crate::metrics::{Metrics, TaskKind};
 use crate::plan::{PlanError, PlanId, PlanSpec, Plans, Resources, ask_benchmarks, ask_order};
 use crate::proto::{
     ALPN, MAX_FRAME, Request, Response, StartContainer, StartWasm, TaskError, TaskLimits,
@@ -31,9 +32,11 @@ use crate::tasks::TaskRunner;
 // The autotrader's and the matcher's loop: a child module, for the chain lock and the store.
 mod autotrade;
 pub use autotrade::{Autotrader, Round};
+// Staged uploads, chunked downloads and log reads of the task protocol.
+mod transfer;
 
-/// Largest output a task may leave (it travels back in one message for now).
-const MAX_TASK_OUTPUT: u64 = 8 << 20;
+/// Largest output a task may leave (it is downloaded in chunks, but kept in memory until then).
+const MAX_TASK_OUTPUT: u64 = 64 << 20;
 /// A container's memory when its slice names no RAM.
 const DEFAULT_CONTAINER_MEMORY: u64 = 256 << 20;
 /// Most bytes a container's rootfs may unpack to (and at most the slice's storage).
@@ -115,6 +118,9 @@ pub struct Worker {
     /// Duplicates of the task endpoints' UDP sockets, by local address: the rendezvous client
     /// punches and binds relays from the socket that carries QUIC.
     sockets: Mutex<HashMap<SocketAddr, UdpSocket>>,
+    metrics: Metrics,
+    /// Staged uploads in `<state>/uploads` (see [`crate::uploads`]).
+    uploads: crate::uploads::Uploads,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -241,6 +247,8 @@ impl Worker {
             rescan_gate: smol::lock::Mutex::new(()),
             master_confirmed: std::sync::atomic::AtomicBool::new(false),
             sockets: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            uploads: transfer::open_uploads(&state_dir)?,
         };
         worker.apply_config_plans()?;
         Ok(worker)
@@ -271,6 +279,51 @@ impl Worker {
         self.config.state_dir.clone()
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn configured_master(&self) -> Option<Address> {
+        self.config.master
+    }
+
+    /// Tasks of `deal` running now.
+    pub fn running_tasks_of(&self, deal: DealId) -> u32 {
+        self.runner.running_for_deal(deal)
+    }
+
+    /// A task's status as its consumer sees it (`None`: unknown to the runner).
+    pub fn task_status(
+        &self,
+        task: crate::proto::TaskId,
+        consumer: Address,
+    ) -> Option<crate::proto::TaskStatus> {
+        self.runner.status(task, consumer).ok()
+    }
+
+    /// Withdraws the asks of the plans without a deal and places them again (admin request);
+    /// returns the plans whose ask was withdrawn.
+    pub async fn replace_asks(&self) -> Result<Vec<PlanId>, WorkerError> {
+        let mut withdrawn = Vec::new();
+        {
+            let _chain = self.chain_lock.lock().await;
+            for mut rec in self.store.plans()? {
+                if rec.removing || rec.deal.is_some() {
+                    continue;
+                }
+                if let Some(ask) = rec.ask.take() {
+                    if self.chain.order_active(ask.id).await? {
+                        self.chain.cancel_order(&ask).await?;
+                    }
+                    self.store.put_plan(&rec)?;
+                    withdrawn.push(rec.id);
+                }
+            }
+        }
+        self.sync_plans().await?;
+        Ok(withdrawn)
+    }
+
     /// Makes the plans those of the configuration: new names are added, names gone are
     /// removed (withdrawn), changed ones replaced, except plans under an active deal.
     fn apply_config_plans(&self) -> Result<(), WorkerError> {
@@ -283,6 +336,10 @@ impl Worker {
             if self.config.autotrader.as_ref().is_some_and(|a| a.replan)
                 && crate::autotrader::optimus_purpose(&rec.spec.name).is_some()
             {
+                continue;
+            }
+            // Nor are the plans an admin added over the admin protocol.
+            if rec.spec.name.starts_with(crate::admin::ADMIN_PLAN_PREFIX) {
                 continue;
             }
             match wanted.iter().find(|s| s.name == rec.spec.name) {
@@ -358,6 +415,7 @@ impl Worker {
         let _chain = self.chain_lock.lock().await;
         let current = self.chain.master_of().await?;
         if current == master {
+            self.metrics.set_master(Some(master));
             return Ok(true);
         }
         if current != self.address() {
@@ -383,17 +441,31 @@ impl Worker {
                 Ok(done) => self
                     .master_confirmed
                     .store(done, std::sync::atomic::Ordering::Relaxed),
-                Err(e) => tracing::warn!("master registration: {e}"),
+                Err(e) => {
+                    self.count_chain_error(&e);
+                    tracing::warn!("master registration: {e}");
+                }
             }
         }
         if let Err(e) = self.sync_deals().await {
+            self.count_chain_error(&e);
             tracing::warn!("deal scan: {e}");
         }
         if let Err(e) = self.sync_plans().await {
+            self.count_chain_error(&e);
             tracing::warn!("plans: {e}");
         }
+        self.sweep_uploads();
         if let Err(e) = self.bill_due().await {
+            self.count_chain_error(&e);
             tracing::warn!("billing: {e}");
+        }
+        self.settle_tasks();
+    }
+
+    fn count_chain_error(&self, e: &WorkerError) {
+        if matches!(e, WorkerError::Chain(_)) {
+            self.metrics.chain_error();
         }
     }
 
@@ -553,9 +625,15 @@ impl Worker {
                     Ok(()) => {
                         tracing::info!(deal = deal.id, "billed");
                         let last_bill = self.chain.get_deal(deal.id).await?.last_bill;
+                        let elapsed = last_bill.saturating_sub(on_chain.last_bill);
+                        self.metrics
+                            .billed(deal.id, u128::from(elapsed).saturating_mul(on_chain.price));
                         self.store.put_deal(&DealRecord { last_bill, ..deal })?;
                     }
-                    Err(e) => tracing::warn!(deal = deal.id, "bill failed: {e}"),
+                    Err(e) => {
+                        self.metrics.chain_error();
+                        tracing::warn!(deal = deal.id, "bill failed: {e}");
+                    }
                 },
                 Action::Close => match self.chain.close_deal(deal.id).await {
                     Ok(()) => {
@@ -574,6 +652,7 @@ impl Worker {
     /// A deal ended: its tasks stop, its plan's slice goes back on sale.
     fn close_local(&self, deal: DealRecord) -> Result<(), WorkerError> {
         self.runner.stop_deal(deal.id);
+        self.uploads.drop_deal(deal.id);
         if let Some(pid) = deal.plan
             && let Some(mut plan) = self.store.plan(pid)?
             && plan.deal == Some(deal.id)
@@ -599,7 +678,7 @@ impl Worker {
         let eth = EthKey::from_bytes(&self.signer.to_bytes().0)?;
         let identity = Identity::generate(&eth, IDENTITY_VALIDITY)?;
         let config = EndpointConfig {
-            server_alpns: vec![ALPN.to_vec()],
+            server_alpns: vec![ALPN.to_vec(), crate::admin::ADMIN_ALPN.to_vec()],
             max_frame: MAX_FRAME,
             idle_timeout: Duration::from_secs(60),
             keep_alive: self
@@ -630,6 +709,11 @@ impl Worker {
     /// customer names). A customer we do not know yet triggers a (rate-limited) chain scan, so
     /// that its retry succeeds if its deal was opened since the last one.
     pub fn serves_customer(self: &Arc<Self>, customer: Address) -> bool {
+        // Its admins too (own key, confirmed master): the admin service is refused to others
+        // anyway, but they must be able to reach it from behind a NAT.
+        if customer == self.address() || self.metrics.master() == Some(customer) {
+            return true;
+        }
         let active = match self.store.deals() {
             Ok(deals) => deals
                 .iter()
@@ -719,7 +803,9 @@ impl Worker {
                 Some(Err(e)) => tracing::warn!("rendezvous: {e}; retrying in {backoff:?}"),
                 Some(Ok(client)) => {
                     backoff = Duration::from_secs(1);
+                    self.metrics.set_rendezvous_connected(true);
                     client.closed().await;
+                    self.metrics.set_rendezvous_connected(false);
                     tracing::warn!("rendezvous connection ended; reconnecting");
                 }
             }
@@ -734,6 +820,9 @@ impl Worker {
             let worker = self.clone();
             smol::spawn(async move {
                 match incoming.handshake().await {
+                    Ok(conn) if conn.alpn() == crate::admin::ADMIN_ALPN => {
+                        worker.serve_admin(conn).await
+                    }
                     Ok(conn) => worker.serve_connection(conn).await,
                     Err(e) => tracing::info!("handshake refused: {e}"),
                 }
@@ -774,6 +863,14 @@ impl Worker {
                 .result(task, peer)
                 .map(|r| Response::Result(Box::new((*r).clone()))),
             Request::Stop { task } => self.runner.stop(task, peer).map(|()| Response::Stopping),
+            req @ (Request::BeginUpload { .. }
+            | Request::Chunk { .. }
+            | Request::Commit { .. }
+            | Request::StartWasmStaged(_)
+            | Request::StartContainerStaged(_)
+            | Request::ResultInfo { .. }
+            | Request::Download { .. }
+            | Request::Logs { .. }) => self.handle_transfer(peer, req).await,
         }
     }
 
@@ -878,8 +975,20 @@ impl Worker {
     }
 
     async fn start_wasm(&self, peer: Address, start: StartWasm) -> Result<Response, TaskError> {
-        let deal = self.authorize(peer, start.deal).await?;
-        let (limits, max_tasks) = self.task_limits(&deal, &start.limits)?;
+        let (deal, asked) = (start.deal, start.limits);
+        self.start_wasm_job(peer, deal, asked, start.into()).await
+    }
+
+    /// Starts a WASM job (its bytes inline or staged) under `deal` for `peer`.
+    async fn start_wasm_job(
+        &self,
+        peer: Address,
+        deal: DealId,
+        asked: TaskLimits,
+        job: crate::tasks::WasmJob,
+    ) -> Result<Response, TaskError> {
+        let deal = self.authorize(peer, deal).await?;
+        let (limits, max_tasks) = self.task_limits(&deal, &asked)?;
         if self.runner.running_for_deal(deal.id) >= max_tasks {
             return Err(TaskError::TooManyTasks {
                 deal: deal.id,
@@ -890,7 +999,8 @@ impl Worker {
             .store
             .next_task_id()
             .map_err(|e| TaskError::Internal(e.to_string()))?;
-        self.runner.start(task, deal.id, peer, start, limits)?;
+        self.runner.start_job(task, deal.id, peer, job, limits)?;
+        self.metrics.task_started(task, TaskKind::Wasm, peer);
         tracing::info!(task, deal = deal.id, %peer, "task started");
         Ok(Response::Started { task })
     }
@@ -976,6 +1086,7 @@ impl Worker {
             .map_err(|e| TaskError::Internal(e.to_string()))?;
         self.runner
             .start_container(task, deal.id, peer, start, limits)?;
+        self.metrics.task_started(task, TaskKind::Container, peer);
         tracing::info!(task, deal = deal.id, %peer, "container started");
         Ok(Response::Started { task })
     }
@@ -996,6 +1107,19 @@ impl Worker {
         let autotrader = self
             .autotrader()
             .map(|at| smol::spawn(self.clone().autotrader_loop(at)));
+        let metrics = self.config.metrics_listen.and_then(|addr| {
+            match crate::metrics::bind(addr) {
+                Ok(listener) => {
+                    tracing::info!(%addr, "serving Prometheus metrics");
+                    Some(smol::spawn(self.clone().serve_metrics(listener)))
+                }
+                // Metrics are not worth refusing to sell for: logged, the worker runs on.
+                Err(e) => {
+                    tracing::warn!(%addr, "metrics listener: {e}");
+                    None
+                }
+            }
+        });
         let interval = Duration::from_millis(self.config.poll_interval_ms.max(10));
         let chain_loop = async {
             loop {
@@ -1007,6 +1131,7 @@ impl Worker {
         tracing::info!("stopping: closing connections and cancelling running tasks");
         drop(rendezvous);
         drop(autotrader);
+        drop(metrics);
         if let Ok(local) = endpoint.local_addr() {
             lock(&self.sockets).remove(&local);
         }

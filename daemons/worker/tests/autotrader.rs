@@ -91,6 +91,7 @@ impl Running {
             master: None,
             rendezvous: None,
             rendezvous_address: None,
+            metrics_listen: None,
             autotrader: Some(autotrader(dwh)),
             plans: Vec::new(),
         };

@@ -1,7 +1,7 @@
 //! Native containers against the real runc with a busybox-static rootfs the test builds: a
 //! program's stdout and `/output`, the isolation it runs in, the memory limit (OOM-killed, typed),
-//! stop on request and when the deal ends, wall time, rootfs tars that try to escape (refused,
-//! typed, nothing written outside), and the clean-up after a crash.
+//! stop on request and when the deal ends, wall time, logs read live while it runs, rootfs tars
+//! that try to escape (refused, typed, nothing written outside), and the clean-up after a crash.
 //!
 //! Each test skips, saying exactly why, when it is not root, runc is missing or cannot start a
 //! container here. The stranger's refusal is in `tests/e2e.rs` (it needs a deal on chain).
@@ -490,4 +490,40 @@ fn busybox_rootfs_or_empty() -> Vec<u8> {
     } else {
         Vec::new()
     }
+}
+
+#[test]
+fn a_running_container_s_logs_are_read_live_and_in_order() {
+    let Some(h) = harness() else { return };
+    let script = "for i in 0 1 2 3 4; do echo line $i; echo err $i >&2; sleep 0.3; done";
+    h.start(9, sh(script), limits()).unwrap();
+    let (mut out, mut err, mut live) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..600 {
+        let chunk = h
+            .runner
+            .logs(9, PEER, out.len() as u64, err.len() as u64)
+            .unwrap();
+        if !chunk.finished && !chunk.stdout.is_empty() {
+            live += 1;
+        }
+        out.extend_from_slice(&chunk.stdout);
+        err.extend_from_slice(&chunk.stderr);
+        if chunk.finished && chunk.stdout.is_empty() && chunk.stderr.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "line 0\nline 1\nline 2\nline 3\nline 4\n"
+    );
+    assert_eq!(
+        String::from_utf8(err).unwrap(),
+        "err 0\nerr 1\nerr 2\nerr 3\nerr 4\n"
+    );
+    assert!(live >= 2, "lines were read while it ran: {live}");
+    assert!(matches!(
+        h.runner.logs(9, Address::repeat_byte(8), 0, 0),
+        Err(TaskError::NotYourTask { task: 9 })
+    ));
 }

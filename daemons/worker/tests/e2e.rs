@@ -73,6 +73,7 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
         master: Some(DEV_KEYS[3].parse::<PrivateKeySigner>().unwrap().address()),
         rendezvous: None,
         rendezvous_address: None,
+        metrics_listen: None,
         autotrader: None,
         plans: vec![
             plan("spot-small", "256MiB", 1_000_000_000, 0),

@@ -114,6 +114,7 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
         master: None,
         rendezvous: None,
         rendezvous_address: None,
+        metrics_listen: None,
         autotrader: None,
         plans: vec![PlanConfig {
             name: "one-core".into(),

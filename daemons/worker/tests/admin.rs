@@ -1,0 +1,409 @@
+//! The admin protocol and the metrics with real parts: anvil with the contracts, the worker
+//! (library, in process) serving QUIC, its own key, its master (before and after
+//! `confirmWorker`) and a stranger as admin clients, a customer opening a deal on a plan an
+//! admin added, a WASM task, a bill, and the Prometheus text scraped over HTTP.
+//!
+//! Needs `contracts/scripts/install-tools.sh` (anvil) and `wasm-runtime/jobs/build.sh`.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::{DynProvider, Provider};
+use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::anvil::{Anvil, DEV_KEYS};
+use sonm_contracts::deploy::{SNM_WEI, signing_provider};
+use sonm_contracts::{
+    Addresses, DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain,
+};
+use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+use sonm_net::EthKey;
+use sonm_worker::admin::{AdminClient, AdminClientError, AdminError, AdminRequest, AdminResponse};
+use sonm_worker::bench::BenchConfig;
+use sonm_worker::billing::BillingPolicy;
+use sonm_worker::client::{TaskClient, client_endpoint};
+use sonm_worker::config::PlanConfig;
+use sonm_worker::proto::{Exit, StartWasm, TaskLimits};
+use sonm_worker::{Config, Worker};
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    smol::block_on(async_compat::Compat::new(future))
+}
+
+fn plan(name: &str, ram: &str, price: u64) -> PlanConfig {
+    PlanConfig {
+        name: name.into(),
+        cpu_cores: 1,
+        ram: Some(ram.into()),
+        storage: Some("100MB".into()),
+        gpus: 0,
+        price,
+        duration: 0,
+        netflags: "outbound".into(),
+        identity_level: IdentityLevel::Anonymous,
+    }
+}
+
+fn config(dir: &Path, anvil: &Anvil, master: alloy::primitives::Address) -> Config {
+    Config {
+        state_dir: dir.join("state"),
+        key_file: dir.join("worker.key"),
+        rpc_url: anvil.endpoint().parse().unwrap(),
+        addresses: dir.join("addresses.toml"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        netflags: "outbound".into(),
+        poll_interval_ms: 100,
+        max_concurrent_tasks: 2,
+        max_task_wall_time_ms: 60_000,
+        wasm_metering: Default::default(),
+        containers: false,
+        benchmarks: BenchConfig {
+            cpu_ms: 20,
+            wasm_score_rounds: 20,
+            ..BenchConfig::default()
+        },
+        billing: BillingPolicy { interval: 2 },
+        master: Some(master),
+        rendezvous: None,
+        rendezvous_address: None,
+        metrics_listen: None,
+        autotrader: None,
+        plans: vec![plan("from-config", "128MiB", 1_000_000_000)],
+    }
+}
+
+async fn admin(key: &str, addr: SocketAddr, worker: alloy::primitives::Address) -> AdminClient {
+    let key = EthKey::from_bytes(&key.parse::<PrivateKeySigner>().unwrap().to_bytes().0).unwrap();
+    let endpoint = client_endpoint(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+    AdminClient::connect(&endpoint, addr, worker).await.unwrap()
+}
+
+fn refused(r: Result<AdminResponse, AdminClientError>) -> AdminError {
+    match r {
+        Err(AdminClientError::Refused(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// One scrape of the Prometheus text at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    text
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[test]
+fn the_owner_and_the_confirmed_master_administer_the_worker_and_strangers_are_refused() {
+    let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
+    let consumer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
+    let master: PrivateKeySigner = DEV_KEYS[3].parse().unwrap();
+    let config = config(dir.path(), &anvil, master.address());
+    block_on(async {
+        let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
+        let addresses = deploy(
+            url.clone(),
+            DEV_KEYS[0].parse().unwrap(),
+            &DeployConfig {
+                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
+                ..DeployConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        addresses.write(&config.addresses).unwrap();
+        std::fs::write(&config.key_file, DEV_KEYS[1]).unwrap();
+
+        let worker = Arc::new(Worker::open(config.clone()).await.unwrap());
+        let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let _server = smol::spawn(worker.clone().serve(endpoint.clone()));
+        let listener = sonm_worker::metrics::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let metrics_addr = listener.local_addr().unwrap();
+        let _metrics = smol::spawn(worker.clone().serve_metrics(listener));
+        worker.sync_plans().await.unwrap();
+
+        // --- The worker's own key: status.
+        let own = admin(DEV_KEYS[1], addr, supplier.address()).await;
+        let AdminResponse::Status(status) = own.call(&AdminRequest::Status).await.unwrap() else {
+            panic!("not a status")
+        };
+        assert_eq!(status.address, supplier.address());
+        assert_eq!(status.master, None, "not confirmed yet");
+        assert_eq!(status.configured_master, Some(master.address()));
+        assert!(status.open_deals.is_empty());
+        assert_eq!(status.plans, 1);
+
+        // --- The master, registered but not confirmed, is refused; a stranger too.
+        assert!(!worker.sync_master().await.unwrap(), "asked the master");
+        let early = admin(DEV_KEYS[3], addr, supplier.address()).await;
+        assert!(matches!(
+            refused(early.call(&AdminRequest::Plans).await),
+            AdminError::NotAdmin { peer, .. } if peer == master.address()
+        ));
+        let stranger_key = EthKey::random();
+        let stranger_ep = client_endpoint(&stranger_key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let stranger = AdminClient::connect(&stranger_ep, addr, supplier.address())
+            .await
+            .unwrap();
+        for req in [
+            AdminRequest::Status,
+            AdminRequest::Plans,
+            AdminRequest::RemovePlan(1),
+            AdminRequest::AddPlan(plan("theirs", "64MiB", 1)),
+        ] {
+            assert!(matches!(
+                refused(stranger.call(&req).await),
+                AdminError::NotAdmin { .. }
+            ));
+        }
+        assert_eq!(
+            worker.plans().unwrap().len(),
+            1,
+            "the stranger changed nothing"
+        );
+
+        // --- Confirmed (a chain call from the master's key), the master administers.
+        let master_market = Market::new(
+            addresses.contracts.market,
+            signing_provider(url.clone(), master.clone()),
+        );
+        let r = master_market
+            .confirmWorker(supplier.address())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.get_receipt().await.unwrap().status());
+        let boss = admin(DEV_KEYS[3], addr, supplier.address()).await;
+        let AdminResponse::PlanAdded(added) = boss
+            .call(&AdminRequest::AddPlan(plan(
+                "spot",
+                "256MiB",
+                1_000_000_000,
+            )))
+            .await
+            .unwrap()
+        else {
+            panic!("not added")
+        };
+        assert_eq!(added.spec.name, "admin:spot");
+        let ask = added.ask.clone().expect("its ask is placed at once");
+        assert!(
+            worker.chain().order_active(ask.id).await.unwrap(),
+            "ask on chain"
+        );
+        assert_eq!(ask.benchmarks.get(Benchmark::RamSize), 256 << 20);
+        let AdminResponse::Inventory(inv) = boss.call(&AdminRequest::Inventory).await.unwrap()
+        else {
+            panic!("not an inventory")
+        };
+        assert_eq!(inv.benchmarks, worker.benchmarks());
+        assert!(inv.inventory.cpu_cores > 0);
+        assert!(matches!(
+            boss.call(&AdminRequest::Devices).await.unwrap(),
+            AdminResponse::Devices(g) if g.is_empty() // no NVML on these machines
+        ));
+
+        // --- A deal on the added plan: its removal is refused.
+        let customer = Customer {
+            provider: signing_provider(url.clone(), consumer.clone()),
+            key: consumer.clone(),
+            addresses: addresses.clone(),
+        };
+        customer.approve().await;
+        let bid = customer.bid(128 << 20, 1_500_000_000).await;
+        let deal = customer.open_deal(&ask, &bid).await;
+        worker.sync_deals().await.unwrap();
+        assert_eq!(
+            refused(boss.call(&AdminRequest::RemovePlan(added.id)).await),
+            AdminError::PlanHasDeal {
+                plan: added.id,
+                deal
+            }
+        );
+        assert_eq!(
+            refused(boss.call(&AdminRequest::RemovePlan(999)).await),
+            AdminError::UnknownPlan(999)
+        );
+
+        // --- The configuration's plan (no deal) is removed: its ask is cancelled on chain.
+        let cfg_plan = worker
+            .plans()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.spec.name == "from-config")
+            .unwrap();
+        let cfg_ask = cfg_plan.ask.clone().expect("placed");
+        assert!(matches!(
+            own.call(&AdminRequest::RemovePlan(cfg_plan.id)).await.unwrap(),
+            AdminResponse::PlanRemoved(id) if id == cfg_plan.id
+        ));
+        assert!(
+            !worker.chain().order_active(cfg_ask.id).await.unwrap(),
+            "cancelled"
+        );
+
+        // --- A task and a bill move the counters.
+        let before = scrape(metrics_addr);
+        assert_eq!(
+            metric(&before, "sonm_worker_tasks_started_total{kind=\"wasm\"}"),
+            0.0
+        );
+        let consumer_key = EthKey::from_bytes(&consumer.to_bytes().0).unwrap();
+        let task_ep = client_endpoint(&consumer_key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let tasks = TaskClient::connect(&task_ep, addr, supplier.address())
+            .await
+            .unwrap();
+        let task = tasks
+            .start_wasm(StartWasm {
+                deal,
+                module: br#"(module (memory (export "memory") 1) (func (export "_start")))"#
+                    .to_vec(),
+                args: Vec::new(),
+                inputs: Vec::new(),
+                limits: TaskLimits::default(),
+            })
+            .await
+            .unwrap();
+        let result = tasks
+            .wait_result(task, Duration::from_millis(20), 3000)
+            .await
+            .unwrap();
+        assert_eq!(result.exit, Exit::Code(0));
+        customer.advance(10).await;
+        worker.bill_due().await.unwrap();
+        let after = scrape(metrics_addr);
+        assert_eq!(
+            metric(&after, "sonm_worker_tasks_started_total{kind=\"wasm\"}"),
+            1.0
+        );
+        assert_eq!(
+            metric(&after, "sonm_worker_tasks_finished_total{kind=\"wasm\"}"),
+            1.0
+        );
+        assert_eq!(
+            metric(&after, "sonm_worker_tasks_failed_total{kind=\"wasm\"}"),
+            0.0
+        );
+        assert_eq!(metric(&after, "sonm_worker_tasks_running"), 0.0);
+        assert_eq!(metric(&after, "sonm_worker_deals_open"), 1.0);
+        assert_eq!(metric(&after, "sonm_worker_bills_total"), 1.0);
+        assert!(metric(&after, "sonm_worker_bills_payout_wei_total") >= 10.0 * 1e9);
+        assert_eq!(metric(&after, "sonm_worker_rendezvous_connected"), 0.0);
+        assert_eq!(metric(&after, "sonm_worker_chain_errors_total"), 0.0);
+
+        let AdminResponse::Status(status) = boss.call(&AdminRequest::Status).await.unwrap() else {
+            panic!("not a status")
+        };
+        assert_eq!(status.master, Some(master.address()));
+        assert_eq!(status.open_deals, vec![deal]);
+
+        endpoint.close();
+    });
+}
+
+/// The customer's chain side: approve, place a bid, open the deal.
+struct Customer {
+    key: PrivateKeySigner,
+    provider: DynProvider,
+    addresses: Addresses,
+}
+
+impl Customer {
+    fn market(&self) -> Market::MarketInstance<&DynProvider> {
+        Market::new(self.addresses.contracts.market, &self.provider)
+    }
+
+    async fn approve(&self) {
+        let token = SNM::new(self.addresses.contracts.snm, &self.provider);
+        let r = token
+            .approve(self.addresses.contracts.market, U256::MAX)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status());
+    }
+
+    async fn bid(&self, ram: u64, price: u128) -> Order {
+        let bid = Order {
+            id: 0,
+            order_type: OrderType::Bid,
+            author: self.key.address(),
+            counterparty: None,
+            duration: 0,
+            price,
+            netflags: NetFlags::OUTBOUND,
+            identity_level: IdentityLevel::Anonymous,
+            blacklist: None,
+            tag: Default::default(),
+            benchmarks: Benchmarks::ZERO
+                .with(Benchmark::CpuCores, 1)
+                .with(Benchmark::RamSize, ram),
+        };
+        let r = self
+            .market()
+            .placeOrder(chain_order(&bid))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status(), "placeOrder(bid) reverted");
+        let event = r.decoded_log::<Market::OrderPlaced>().unwrap();
+        market_order(order_id_from_chain(event.orderId).unwrap(), &event.order).unwrap()
+    }
+
+    async fn open_deal(&self, ask: &Order, bid: &Order) -> u64 {
+        let r = self
+            .market()
+            .openDeal(
+                U256::from(ask.id),
+                chain_order(ask),
+                U256::from(bid.id),
+                chain_order(bid),
+            )
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status(), "openDeal reverted");
+        r.decoded_log::<Market::DealOpened>()
+            .unwrap()
+            .dealId
+            .to::<u64>()
+    }
+
+    async fn advance(&self, seconds: u64) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_increaseTime".into(), (seconds,))
+            .await
+            .unwrap();
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_mine".into(), ())
+            .await
+            .unwrap();
+    }
+}
