@@ -215,29 +215,24 @@ map_size_mib = 64
 
     // --- The worker (in process), selling two one-core slices.
     let worker_config = WorkerConfig {
-        state_dir: d.join("worker-state"),
-        key_file: d.join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: addresses_path.clone(),
         listen: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
             ..BenchConfig::default()
         },
         billing: BillingPolicy { interval: 600 },
-        master: None,
-        rendezvous: None,
-        rendezvous_address: None,
-        metrics_listen: None,
-        autotrader: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
+        ..WorkerConfig::new(
+            d.join("worker-state"),
+            d.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            addresses_path.clone(),
+        )
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
     let worker_listen: SocketAddr = worker_config.listen;

@@ -124,29 +124,24 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
     // --- The worker (in process), selling two one-core slices.
     let worker_listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
     let worker_config = WorkerConfig {
-        state_dir: d.join("worker-state"),
-        key_file: d.join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: addresses_path.clone(),
         listen: worker_listen,
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
             ..BenchConfig::default()
         },
         billing: BillingPolicy { interval: 600 },
-        master: None,
-        rendezvous: None,
-        rendezvous_address: None,
-        metrics_listen: None,
-        autotrader: None,
         plans: vec![plan("one-core-a"), plan("one-core-b")],
+        ..WorkerConfig::new(
+            d.join("worker-state"),
+            d.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            addresses_path.clone(),
+        )
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
     // Written out so the configuration can be read next to the node's.

@@ -197,29 +197,26 @@ fn a_worker_known_only_through_the_rendezvous_runs_the_customers_job() {
 
     // --- The worker, publishing itself there.
     let worker_config = WorkerConfig {
-        state_dir: d.join("worker-state"),
-        key_file: d.join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: addresses_path.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
-        autotrader: None,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
             ..BenchConfig::default()
         },
         billing: BillingPolicy { interval: 600 },
-        master: None,
         rendezvous: Some(server_addr.to_string()),
         rendezvous_address: Some(server.address()),
-        metrics_listen: None,
         plans: vec![plan()],
+        ..WorkerConfig::new(
+            d.join("worker-state"),
+            d.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            addresses_path.clone(),
+        )
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
     let running = RunningWorker::start(worker_config);

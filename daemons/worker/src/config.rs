@@ -231,6 +231,38 @@ impl PlanConfig {
 }
 
 impl Config {
+    /// A configuration with what has no default given and everything else as a TOML file that
+    /// names only these four keys gets it (the same defaults as serde's). Code and tests build
+    /// on it with `Config { .., ..Config::new(..) }`, so a new optional key touches one place.
+    pub fn new(
+        state_dir: PathBuf,
+        key_file: PathBuf,
+        rpc_url: sonm_contracts::RpcUrls,
+        addresses: PathBuf,
+    ) -> Self {
+        Self {
+            state_dir,
+            key_file,
+            rpc_url,
+            addresses,
+            listen: default_listen(),
+            netflags: default_netflags(),
+            poll_interval_ms: default_poll(),
+            max_concurrent_tasks: default_max_tasks(),
+            max_task_wall_time_ms: default_max_wall(),
+            wasm_metering: WasmMetering::default(),
+            containers: false,
+            master: None,
+            rendezvous: None,
+            rendezvous_address: None,
+            metrics_listen: None,
+            benchmarks: BenchConfig::default(),
+            billing: BillingPolicy::default(),
+            plans: Vec::new(),
+            autotrader: None,
+        }
+    }
+
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
@@ -263,6 +295,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_has_the_file_defaults() {
+        let toml = r#"
+            state_dir = "/s"
+            key_file = "/k"
+            rpc_url = "http://127.0.0.1:8545"
+            addresses = "/a"
+        "#;
+        let parsed = Config::from_toml(toml, Path::new("w.toml")).unwrap();
+        let built = Config::new(
+            "/s".into(),
+            "/k".into(),
+            "http://127.0.0.1:8545".parse().unwrap(),
+            "/a".into(),
+        );
+        assert_eq!(built, parsed);
+    }
 
     #[test]
     fn the_documented_example_parses() {

@@ -50,17 +50,11 @@ fn plan(name: &str, ram: &str, price: u64) -> PlanConfig {
 
 fn config(dir: &Path, anvil: &Anvil, master: alloy::primitives::Address) -> Config {
     Config {
-        state_dir: dir.join("state"),
-        key_file: dir.join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: dir.join("addresses.toml"),
         listen: "127.0.0.1:0".parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
@@ -68,11 +62,13 @@ fn config(dir: &Path, anvil: &Anvil, master: alloy::primitives::Address) -> Conf
         },
         billing: BillingPolicy { interval: 2 },
         master: Some(master),
-        rendezvous: None,
-        rendezvous_address: None,
-        metrics_listen: None,
-        autotrader: None,
         plans: vec![plan("from-config", "128MiB", 1_000_000_000)],
+        ..Config::new(
+            dir.join("state"),
+            dir.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            dir.join("addresses.toml"),
+        )
     }
 }
 

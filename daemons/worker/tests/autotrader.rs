@@ -71,29 +71,25 @@ impl Running {
         let key_file = net.path("worker.key");
         std::fs::write(&key_file, SUPPLIER).unwrap();
         let config = Config {
-            state_dir: net.path("worker"),
-            key_file,
-            rpc_url: net.rpc().parse().unwrap(),
-            addresses: net.addresses_path.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
             netflags: "outbound".into(),
             poll_interval_ms: 200,
             max_concurrent_tasks: 2,
             max_task_wall_time_ms: 60_000,
-            wasm_metering: Default::default(),
-            containers: false,
             benchmarks: BenchConfig {
                 cpu_ms: 20,
                 wasm_score_rounds: 20,
                 ..BenchConfig::default()
             },
             billing: BillingPolicy { interval: 600 },
-            master: None,
-            rendezvous: None,
-            rendezvous_address: None,
-            metrics_listen: None,
             autotrader: Some(autotrader(dwh)),
             plans: Vec::new(),
+            ..Config::new(
+                net.path("worker"),
+                key_file,
+                net.rpc().parse().unwrap(),
+                net.addresses_path.clone(),
+            )
         };
         let worker = Arc::new(block_on(Worker::open(config)).unwrap());
         let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -53,17 +53,11 @@ fn plan(name: &str, ram: &str, price: u64, duration: u64) -> PlanConfig {
 
 fn config(dir: &Path, anvil: &Anvil) -> Config {
     Config {
-        state_dir: dir.join("state"),
-        key_file: dir.join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: dir.join("addresses.toml"),
         listen: "127.0.0.1:0".parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 4,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
@@ -71,14 +65,16 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
         },
         billing: BillingPolicy { interval: 2 },
         master: Some(DEV_KEYS[3].parse::<PrivateKeySigner>().unwrap().address()),
-        rendezvous: None,
-        rendezvous_address: None,
-        metrics_listen: None,
-        autotrader: None,
         plans: vec![
             plan("spot-small", "256MiB", 1_000_000_000, 0),
             plan("forward-hour", "128MiB", 2_000_000_000, 3600),
         ],
+        ..Config::new(
+            dir.join("state"),
+            dir.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            dir.join("addresses.toml"),
+        )
     }
 }
 

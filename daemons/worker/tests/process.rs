@@ -94,28 +94,17 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
     let port = free_udp_port();
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let config = Config {
-        state_dir: dir.path().join("state"),
-        key_file: dir.path().join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: dir.path().join("addresses.toml"),
         listen,
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 2,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
             ..BenchConfig::default()
         },
         billing: BillingPolicy { interval: 600 },
-        master: None,
-        rendezvous: None,
-        rendezvous_address: None,
-        metrics_listen: None,
-        autotrader: None,
         plans: vec![PlanConfig {
             name: "one-core".into(),
             cpu_cores: 1,
@@ -127,6 +116,12 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
             netflags: "outbound".into(),
             identity_level: IdentityLevel::Anonymous,
         }],
+        ..Config::new(
+            dir.path().join("state"),
+            dir.path().join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            dir.path().join("addresses.toml"),
+        )
     };
     let config_path = dir.path().join("worker.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();

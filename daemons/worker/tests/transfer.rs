@@ -79,28 +79,17 @@ const TICKER: &str = r#"(module
 
 fn config(dir: &std::path::Path, anvil: &Anvil) -> Config {
     Config {
-        state_dir: dir.join("state"),
-        key_file: dir.join("worker.key"),
-        rpc_url: anvil.endpoint().parse().unwrap(),
-        addresses: dir.join("addresses.toml"),
         listen: "127.0.0.1:0".parse().unwrap(),
         netflags: "outbound".into(),
         poll_interval_ms: 100,
         max_concurrent_tasks: 4,
         max_task_wall_time_ms: 60_000,
-        wasm_metering: Default::default(),
-        containers: false,
         benchmarks: BenchConfig {
             cpu_ms: 20,
             wasm_score_rounds: 20,
             ..BenchConfig::default()
         },
         billing: BillingPolicy { interval: 3600 },
-        master: None,
-        rendezvous: None,
-        rendezvous_address: None,
-        metrics_listen: None,
-        autotrader: None,
         plans: vec![PlanConfig {
             name: "spot".into(),
             cpu_cores: 2,
@@ -113,6 +102,12 @@ fn config(dir: &std::path::Path, anvil: &Anvil) -> Config {
             netflags: "outbound".into(),
             identity_level: IdentityLevel::Anonymous,
         }],
+        ..Config::new(
+            dir.join("state"),
+            dir.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            dir.join("addresses.toml"),
+        )
     }
 }
 
