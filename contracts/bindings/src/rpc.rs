@@ -8,6 +8,13 @@
 //! process behind a URL may have been replaced); an endpoint on another chain is refused for
 //! the life of the process. [`Failover::probe`] checks every endpoint at once, for start-up.
 //!
+//! Health: after a failover away from a preferred endpoint, at most once per
+//! [`FailoverOptions::recheck_after`] the next request first asks the preferred endpoints
+//! (chain id and block number, each under the request timeout) and moves back to the first that
+//! answers — so the configured order holds once the primary recovers, without a background task.
+//! Requests are not balanced across endpoints on purpose: one endpoint at a time keeps a
+//! consistent view (a block read from one node and its logs from a lagging one would disagree).
+//!
 //! Why not alloy's `FallbackLayer` (in `alloy_transport::layers`, no feature flag): it sends each
 //! request to the best-ranked endpoints *in parallel* unless its method is in a by-name set of
 //! "sequential" methods, ranks endpoints by latency as well as by errors, and checks no chain
@@ -21,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder, RootProvider};
@@ -156,6 +163,9 @@ pub struct FailoverOptions {
     pub connect_timeout: Duration,
     /// The whole request, answer included (`eth_getLogs` over many blocks can take a while).
     pub request_timeout: Duration,
+    /// How often, while requests go to a less preferred endpoint, the preferred ones are asked
+    /// again whether they are back.
+    pub recheck_after: Duration,
 }
 
 impl Default for FailoverOptions {
@@ -163,6 +173,7 @@ impl Default for FailoverOptions {
         Self {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
+            recheck_after: Duration::from_secs(30),
         }
     }
 }
@@ -186,6 +197,9 @@ struct Inner {
     /// The endpoint that served last: the first one tried.
     current: AtomicUsize,
     chain_id: u64,
+    recheck_after: Duration,
+    /// When the preferred endpoints were last asked whether they are back.
+    last_recheck: std::sync::Mutex<Instant>,
 }
 
 /// The failover transport (a tower `Service`, hence an alloy `Transport`) over [`RpcUrls`] of
@@ -217,6 +231,8 @@ impl Failover {
             endpoints,
             current: AtomicUsize::new(0),
             chain_id,
+            recheck_after: options.recheck_after,
+            last_recheck: std::sync::Mutex::new(Instant::now()),
         })))
     }
 
@@ -313,9 +329,42 @@ impl Inner {
         }
     }
 
+    /// Whether it is time to ask the preferred endpoints again (and, if so, resets the clock:
+    /// one request per period does it).
+    fn recheck_due(&self) -> bool {
+        let mut last = self
+            .last_recheck
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() < self.recheck_after {
+            return false;
+        }
+        *last = Instant::now();
+        true
+    }
+
+    /// Moves back to the most preferred endpoint ahead of the current one that answers (its
+    /// chain id, then a block number).
+    async fn recheck(&self, current: usize) -> usize {
+        for (i, e) in self.endpoints[..current].iter().enumerate() {
+            if self.check(e).await.is_ok() && e.direct.get_block_number().await.is_ok() {
+                self.current.store(i, Ordering::Relaxed);
+                tracing::info!(
+                    from = %self.endpoints[current].url, to = %e.url,
+                    "chain RPC endpoint {} is back: using it again", e.url
+                );
+                return i;
+            }
+        }
+        current
+    }
+
     async fn request(&self, req: RequestPacket) -> Result<ResponsePacket, TransportError> {
         let n = self.endpoints.len();
-        let first = self.current.load(Ordering::Relaxed);
+        let mut first = self.current.load(Ordering::Relaxed);
+        if first > 0 && self.recheck_due() {
+            first = self.recheck(first).await;
+        }
         let mut last = None;
         for k in 0..n {
             let i = (first + k) % n;

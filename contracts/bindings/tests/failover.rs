@@ -36,6 +36,52 @@ fn quick() -> FailoverOptions {
     FailoverOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(500),
+        recheck_after: Duration::from_secs(30),
+    }
+}
+
+/// A TCP forwarder to `upstream` that can be switched off (its open connections shut, then it
+/// accepts and drops every new one, as a node that went away) and on again.
+struct Switch {
+    url: String,
+    on: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Switch {
+    fn new(upstream: &str) -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let on = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let (flag, conns) = (on.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                conns.lock().unwrap().push(client.try_clone().unwrap());
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || std::io::copy(&mut c1, &mut s1));
+                std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+            }
+        });
+        Switch { url, on, open }
+    }
+
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            for c in self.open.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -128,6 +174,46 @@ fn reads_move_past_a_closed_port_and_a_silent_endpoint_and_stay_where_they_are_s
         block_on(down.probe()),
         Err(RpcError::Unreachable(_))
     ));
+}
+
+#[test]
+fn requests_go_back_to_the_preferred_endpoint_once_it_answers_again() {
+    let (a, b) = (anvil(&[]), anvil(&[]));
+    let primary = Switch::new(&a.endpoint());
+    let options = FailoverOptions {
+        recheck_after: Duration::from_millis(200),
+        ..quick()
+    };
+    let failover = Failover::new(
+        &urls(&[&primary.url, &b.endpoint()]),
+        ANVIL_CHAIN_ID,
+        options,
+    )
+    .unwrap();
+    let provider = failover.provider();
+    let read = || {
+        let p = provider.clone();
+        block_on(async move { p.get_block_number().await }).unwrap()
+    };
+    read();
+    assert_eq!(failover.current().as_str(), format!("{}/", primary.url));
+    // The primary goes away: requests move to the second endpoint and stay there while the
+    // primary stays down, rechecks included.
+    primary.set(false);
+    read();
+    assert_eq!(failover.current().as_str(), format!("{}/", b.endpoint()));
+    std::thread::sleep(Duration::from_millis(300));
+    read();
+    assert_eq!(failover.current().as_str(), format!("{}/", b.endpoint()));
+    // Back: within a recheck period the next request goes to it again.
+    primary.set(true);
+    read();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while failover.current().as_str() != format!("{}/", primary.url) {
+        assert!(Instant::now() < deadline, "never went back to the primary");
+        std::thread::sleep(Duration::from_millis(50));
+        read();
+    }
 }
 
 #[test]
