@@ -1,4 +1,4 @@
-//! `sonm worker status|inventory|devices|plans|plan add|plan remove|asks replace|confirm`:
+//! `sonm worker status|inventory|devices|plans|plan add|plan remove|asks replace|maintenance|confirm`:
 //! a supplier administers its worker through the node's `/v1/worker/...` (the node must hold
 //! the worker's key or its confirmed master's; the worker refuses anyone else).
 
@@ -46,6 +46,12 @@ pub(crate) enum WorkerCmd {
     Plan(PlanCmd),
     /// Withdraw and place again the asks of the plans without a deal.
     ReplaceAsks,
+    /// On: cancel the asks, close the spot deals, let forward deals run to their end; off: sell
+    /// again.
+    Maintenance {
+        #[arg(value_enum)]
+        switch: Switch,
+    },
     /// Confirm a worker that registered under this node's key (`Market.confirmWorker`).
     Confirm {
         /// The worker's address.
@@ -87,6 +93,12 @@ pub(crate) enum PlanCmd {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Switch {
+    On,
+    Off,
+}
+
 const STATUS_FIELDS: &[&str] = &[
     "address",
     "master",
@@ -96,7 +108,20 @@ const STATUS_FIELDS: &[&str] = &[
     "open_deals",
     "plans",
     "rendezvous_connected",
+    "maintenance",
 ];
+
+/// The status, and in maintenance which forward deals still run and why.
+fn print_status(v: &Value) {
+    print_fields(v, STATUS_FIELDS);
+    for d in v["forward_deals"].as_array().into_iter().flatten() {
+        println!(
+            "forward deal {} runs to its end at {} (the chain refuses to close it earlier)",
+            s(&d["deal"]),
+            s(&d["end"])
+        );
+    }
+}
 
 const PLAN_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
@@ -129,7 +154,7 @@ pub(crate) fn run(
     match cmd {
         WorkerCmd::Status => {
             let v = node.get("/v1/worker/status", &q)?;
-            show(&v, &|v| print_fields(v, STATUS_FIELDS));
+            show(&v, &print_status);
         }
         WorkerCmd::Inventory => {
             let v = node.get("/v1/worker/inventory", &q)?;
@@ -218,6 +243,11 @@ pub(crate) fn run(
             show(&v, &|v| {
                 println!("asks replaced for plans {}", s(&v["replaced"]))
             });
+        }
+        WorkerCmd::Maintenance { switch } => {
+            let on = matches!(switch, Switch::On);
+            let v = node.post("/v1/worker/maintenance", &q, &json!({ "on": on }))?;
+            show(&v, &print_status);
         }
         WorkerCmd::Confirm { worker_address } => {
             let v = node.post(

@@ -30,8 +30,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/worker/plans"),
     ("delete", "/v1/worker/plans/{id}"),
     ("post", "/v1/worker/asks/replace"),
+    ("post", "/v1/worker/maintenance"),
     ("post", "/v1/worker/confirm"),
 ];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Maintenance {
+    on: bool,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +236,17 @@ pub(crate) fn route(
                 r => Err(unexpected(r)),
             }
         }
+        ["maintenance"] => {
+            allowed("post")?;
+            let (w, a) = target(&mut params)?;
+            params.finish()?;
+            let req: Maintenance = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
+            match call(node, w, a, &AdminRequest::Maintenance { on: req.on })? {
+                AdminResponse::Maintenance(status) => Ok(json(&status)),
+                r => Err(unexpected(r)),
+            }
+        }
         ["confirm"] => {
             allowed("post")?;
             params.finish()?;
@@ -292,7 +310,7 @@ pub fn openapi_paths() -> serde_json::Value {
         "netflags": { "type": "string" },
         "identity_level": { "type": "string", "enum": ["anonymous", "registered", "identified", "professional"] } } });
     json!({
-        "/v1/worker/status": { "get": { "summary": "The worker's address, master, uptime, running tasks and open deals (admin: the worker's key or its confirmed master)", "parameters": target.clone(), "responses": ok("{address, master, configured_master, uptime_s, running_tasks, open_deals, plans, rendezvous_connected}") } },
+        "/v1/worker/status": { "get": { "summary": "The worker's address, master, uptime, running tasks and open deals (admin: the worker's key or its confirmed master)", "parameters": target.clone(), "responses": ok("{address, master, configured_master, uptime_s, running_tasks, open_deals, plans, rendezvous_connected, maintenance, forward_deals: [{deal, end}]}") } },
         "/v1/worker/inventory": { "get": { "summary": "The worker's inventory and benchmark vector", "parameters": target.clone(), "responses": ok("{inventory, benchmarks, benchmark_values, measured_at}") } },
         "/v1/worker/devices": { "get": { "summary": "The worker's GPUs as NVML reports them now (none without NVML)", "parameters": target.clone(), "responses": ok("{gpus: [{index, name, uuid, memory_bytes}]}") } },
         "/v1/worker/plans": {
@@ -301,7 +319,11 @@ pub fn openapi_paths() -> serde_json::Value {
                       "requestBody": { "required": true, "content": { "application/json": { "schema": plan_schema } } },
                       "responses": ok("the plan") } },
         "/v1/worker/plans/{id}": { "delete": { "summary": "Remove a plan and cancel its ask (refused, 409, while the plan has a deal)", "parameters": with_id, "responses": ok("{plan, removed}") } },
-        "/v1/worker/asks/replace": { "post": { "summary": "Withdraw and place again the asks of the plans without a deal", "parameters": target, "responses": ok("{replaced: [plan id]}") } },
+        "/v1/worker/asks/replace": { "post": { "summary": "Withdraw and place again the asks of the plans without a deal", "parameters": target.clone(), "responses": ok("{replaced: [plan id]}") } },
+        "/v1/worker/maintenance": { "post": { "summary": "Maintenance on: cancel every ask and place none, bill and close the spot deals (their tasks stop), let the forward deals run to their end (the chain refuses an early close); off: place the plans' asks again. Kept across worker restarts",
+            "parameters": target,
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["on"], "properties": { "on": { "type": "boolean" } } } } } },
+            "responses": ok("the status after the switch (as /v1/worker/status)") } },
         "/v1/worker/confirm": { "post": { "summary": "Confirm a worker that registered under the node's key as its master (Market.confirmWorker)",
             "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["worker"], "properties": { "worker": { "type": "string" } } } } } },
             "responses": ok("{worker, master}") } },

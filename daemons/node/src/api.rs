@@ -86,6 +86,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/worker/plans"),
     ("delete", "/v1/worker/plans/{id}"),
     ("post", "/v1/worker/asks/replace"),
+    ("post", "/v1/worker/maintenance"),
     ("post", "/v1/worker/confirm"),
 ];
 

@@ -80,6 +80,7 @@ fn task_error_code(e: &TaskError) -> (u16, &'static str) {
         | TaskError::UploadMismatch { .. }
         | TaskError::UploadNotReady { .. } => (502, "worker_upload_failed"),
         TaskError::UnknownOutput { .. } => (404, "worker_unknown_output"),
+        TaskError::DealClosing(_) => (409, "worker_deal_closing"),
     }
 }
 

@@ -37,6 +37,11 @@ pub enum AdminRequest {
     /// Withdraw and place again the asks of every plan without a deal (after a price or
     /// benchmark change, or an ask lost on chain).
     ReplaceAsks,
+    /// On: withdraw every ask and place none, bill and close the spot deals, let the forward
+    /// deals run to their end. Off: place the plans' asks again. Kept across restarts.
+    Maintenance {
+        on: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +53,8 @@ pub enum AdminResponse {
     PlanAdded(PlanRecord),
     PlanRemoved(PlanId),
     AsksReplaced(Vec<PlanId>),
+    /// The status after the switch (what was closed, what still runs).
+    Maintenance(WorkerStatus),
     Error(AdminError),
 }
 
@@ -63,6 +70,21 @@ pub struct WorkerStatus {
     pub open_deals: Vec<DealId>,
     pub plans: usize,
     pub rendezvous_connected: bool,
+    /// Maintenance on: no asks, spot deals closed, forward deals left to their end.
+    #[serde(default)]
+    pub maintenance: bool,
+    /// In maintenance, the forward deals still open: the chain refuses to close one before its
+    /// end (only the consumer may, by blacklisting), so each is closed at its end.
+    #[serde(default)]
+    pub forward_deals: Vec<ForwardDeal>,
+}
+
+/// A forward deal left to run to its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardDeal {
+    pub deal: DealId,
+    /// Unix seconds.
+    pub end: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,26 +181,7 @@ impl Worker {
     /// One request from an authorized admin.
     pub async fn handle_admin(&self, req: AdminRequest) -> Result<AdminResponse, AdminError> {
         match req {
-            AdminRequest::Status => {
-                let master = self.chain().master_of().await.map_err(internal)?;
-                let deals = self.store().deals().map_err(internal)?;
-                let open: Vec<DealId> = deals
-                    .iter()
-                    .filter(|d| d.state == DealState::Active)
-                    .map(|d| d.id)
-                    .collect();
-                let running = open.iter().map(|d| self.running_tasks_of(*d)).sum();
-                Ok(AdminResponse::Status(WorkerStatus {
-                    address: self.address(),
-                    master: (master != self.address()).then_some(master),
-                    configured_master: self.configured_master(),
-                    uptime_s: self.metrics().uptime().as_secs(),
-                    running_tasks: running,
-                    open_deals: open,
-                    plans: self.plans().map_err(internal)?.len(),
-                    rendezvous_connected: self.metrics().rendezvous_connected(),
-                }))
-            }
+            AdminRequest::Status => Ok(AdminResponse::Status(self.status().await?)),
             AdminRequest::Inventory => {
                 let m = self.measured();
                 Ok(AdminResponse::Inventory(InventoryView {
@@ -229,7 +232,45 @@ impl Worker {
             AdminRequest::ReplaceAsks => Ok(AdminResponse::AsksReplaced(
                 self.replace_asks().await.map_err(AdminError::from)?,
             )),
+            AdminRequest::Maintenance { on } => {
+                self.set_maintenance(on).await?;
+                Ok(AdminResponse::Maintenance(self.status().await?))
+            }
         }
+    }
+
+    /// What `status` answers.
+    async fn status(&self) -> Result<WorkerStatus, AdminError> {
+        let master = self.chain().master_of().await.map_err(internal)?;
+        let deals = self.store().deals().map_err(internal)?;
+        let active: Vec<_> = deals
+            .iter()
+            .filter(|d| d.state == DealState::Active)
+            .collect();
+        let maintenance = self.in_maintenance();
+        Ok(WorkerStatus {
+            address: self.address(),
+            master: (master != self.address()).then_some(master),
+            configured_master: self.configured_master(),
+            uptime_s: self.metrics().uptime().as_secs(),
+            running_tasks: active.iter().map(|d| self.running_tasks_of(d.id)).sum(),
+            open_deals: active.iter().map(|d| d.id).collect(),
+            plans: self.plans().map_err(internal)?.len(),
+            rendezvous_connected: self.metrics().rendezvous_connected(),
+            maintenance,
+            forward_deals: if maintenance {
+                active
+                    .iter()
+                    .filter(|d| d.duration > 0)
+                    .map(|d| ForwardDeal {
+                        deal: d.id,
+                        end: d.start.saturating_add(d.duration),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        })
     }
 }
 
@@ -244,6 +285,7 @@ enum AdminKind {
     AddPlan(String),
     RemovePlan(PlanId),
     ReplaceAsks,
+    Maintenance(bool),
 }
 
 impl AdminKind {
@@ -256,6 +298,7 @@ impl AdminKind {
             AdminRequest::AddPlan(p) => Self::AddPlan(p.name.clone()),
             AdminRequest::RemovePlan(id) => Self::RemovePlan(*id),
             AdminRequest::ReplaceAsks => Self::ReplaceAsks,
+            AdminRequest::Maintenance { on } => Self::Maintenance(*on),
         }
     }
 }

@@ -333,4 +333,7 @@ pub enum TaskError {
     UploadNotReady { upload: UploadId },
     #[error("task {task} has no output {path:?}")]
     UnknownOutput { task: TaskId, path: String },
+    /// Appended last, so that the variants before it keep their wire index.
+    #[error("deal {0} is being closed: the worker is in maintenance and takes no new tasks on it")]
+    DealClosing(DealId),
 }

@@ -91,6 +91,8 @@ pub struct TaskRecord {
 const NEXT_PLAN: &str = "next-plan-id";
 const NEXT_TASK: &str = "next-task-id";
 const DEAL_SCAN: &str = "deal-scan-from-block";
+/// 1 while the supplier has the worker in maintenance (see `Worker::set_maintenance`).
+const MAINTENANCE: &str = "maintenance";
 
 /// The open store.
 #[derive(Debug, Clone)]
@@ -195,6 +197,15 @@ impl Store {
 
     pub fn set_deal_scan_from(&self, block: u64) -> Result<(), StateError> {
         self.set_meta_u64(DEAL_SCAN, block)
+    }
+
+    /// Whether maintenance is on (off when never set).
+    pub fn maintenance(&self) -> Result<bool, StateError> {
+        Ok(self.meta_u64(MAINTENANCE)? == Some(1))
+    }
+
+    pub fn set_maintenance(&self, on: bool) -> Result<(), StateError> {
+        self.set_meta_u64(MAINTENANCE, u64::from(on))
     }
 
     fn put<T: Serialize>(

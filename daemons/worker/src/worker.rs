@@ -115,6 +115,8 @@ pub struct Worker {
     /// Serialises the scans that unknown deal ids trigger (see [`Worker::rescan_since`]).
     rescan_gate: smol::lock::Mutex<()>,
     master_confirmed: std::sync::atomic::AtomicBool,
+    /// Maintenance (the store's copy, read without a transaction on every tick and task).
+    maintenance: std::sync::atomic::AtomicBool,
     /// Duplicates of the task endpoints' UDP sockets, by local address: the rendezvous client
     /// punches and binds relays from the socket that carries QUIC.
     sockets: Mutex<HashMap<SocketAddr, UdpSocket>>,
@@ -232,6 +234,10 @@ impl Worker {
             Ok(n) => tracing::info!("removed {n} task directories left by an earlier run"),
             Err(e) => tracing::warn!("cleaning old task directories: {e}"),
         }
+        let maintenance = store.maintenance()?;
+        if maintenance {
+            tracing::info!("maintenance is on (kept from before the restart): no asks placed");
+        }
         let worker = Self {
             config,
             signer,
@@ -246,6 +252,7 @@ impl Worker {
             last_rescan: Mutex::new(None),
             rescan_gate: smol::lock::Mutex::new(()),
             master_confirmed: std::sync::atomic::AtomicBool::new(false),
+            maintenance: std::sync::atomic::AtomicBool::new(maintenance),
             sockets: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             uploads: transfer::open_uploads(&state_dir)?,
@@ -469,11 +476,24 @@ impl Worker {
         }
     }
 
-    /// Places an ask for every plan that has none (and no deal), withdraws removed plans' asks.
+    /// Places an ask for every plan that has none (and no deal), withdraws removed plans' asks;
+    /// in maintenance, withdraws every ask and places none.
     pub async fn sync_plans(&self) -> Result<(), WorkerError> {
         let _chain = self.chain_lock.lock().await;
         let capacity = lock(&self.plans).capacity();
+        let maintenance = self.in_maintenance();
         for mut rec in self.store.plans()? {
+            if maintenance && !rec.removing {
+                // Also retries a cancel that failed when maintenance was switched on.
+                if let Some(ask) = rec.ask.take() {
+                    if self.chain.order_active(ask.id).await? {
+                        self.chain.cancel_order(&ask).await?;
+                        tracing::info!(plan = rec.id, order = ask.id, "ask withdrawn: maintenance");
+                    }
+                    self.store.put_plan(&rec)?;
+                }
+                continue;
+            }
             if rec.removing {
                 if let Some(ask) = rec.ask.take() {
                     if self.chain.order_active(ask.id).await? {
@@ -620,6 +640,12 @@ impl Worker {
                 last_bill: on_chain.last_bill,
                 active: true,
             };
+            if self.in_maintenance() && on_chain.duration == 0 {
+                // Market.sol lets the supplier close a spot deal at any time (a forward one only
+                // from its end): billed to now first, so the payout is recorded as a bill.
+                self.close_spot_for_maintenance(deal, &on_chain).await?;
+                continue;
+            }
             match next_action(&clock, now, &policy) {
                 Action::Bill => match self.chain.bill(deal.id).await {
                     Ok(()) => {
@@ -645,6 +671,72 @@ impl Worker {
                 },
                 Action::Wait { .. } | Action::Done => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Bills a spot deal to now and closes it (maintenance). A failure is logged and retried
+    /// by the next round; the deal takes no new task meanwhile.
+    async fn close_spot_for_maintenance(
+        &self,
+        deal: DealRecord,
+        on_chain: &crate::chain::ChainDeal,
+    ) -> Result<(), WorkerError> {
+        match self.chain.bill(deal.id).await {
+            Ok(()) => {
+                let after = self.chain.get_deal(deal.id).await?;
+                let elapsed = after.last_bill.saturating_sub(on_chain.last_bill);
+                self.metrics
+                    .billed(deal.id, u128::from(elapsed).saturating_mul(on_chain.price));
+                if !after.active {
+                    // The consumer could not pay: the bill closed it.
+                    return self.close_local(deal);
+                }
+            }
+            Err(e) => {
+                self.metrics.chain_error();
+                tracing::warn!(
+                    deal = deal.id,
+                    "maintenance: bill before closing failed: {e}"
+                );
+                return Ok(());
+            }
+        }
+        match self.chain.close_deal(deal.id).await {
+            Ok(()) => {
+                tracing::info!(deal = deal.id, "spot deal closed: maintenance");
+                let last_bill = self.chain.get_deal(deal.id).await?.last_bill;
+                self.close_local(DealRecord { last_bill, ..deal })?;
+            }
+            Err(e) => {
+                self.metrics.chain_error();
+                tracing::warn!(deal = deal.id, "maintenance: close failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether maintenance is on.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches maintenance on or off (stored first, so a restart keeps it). On: the asks are
+    /// withdrawn, the spot deals billed and closed, the forward deals left to their end (closing
+    /// one early is refused by the chain). Off: the plans' asks are placed again. Chain failures
+    /// are logged and retried by the chain loop.
+    pub async fn set_maintenance(&self, on: bool) -> Result<(), WorkerError> {
+        self.store.set_maintenance(on)?;
+        self.maintenance
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(on, "maintenance switched by an admin");
+        if let Err(e) = self.sync_plans().await {
+            self.count_chain_error(&e);
+            tracing::warn!("maintenance: asks: {e}");
+        }
+        if on && let Err(e) = self.bill_due().await {
+            self.count_chain_error(&e);
+            tracing::warn!("maintenance: closing deals: {e}");
         }
         Ok(())
     }
@@ -901,6 +993,11 @@ impl Worker {
         if deal.state != DealState::Active {
             tracing::info!(%peer, deal = deal_id, "refused: deal closed");
             return Err(TaskError::DealClosed(deal_id));
+        }
+        // Spot deals are being closed; forward deals run to their end and keep taking tasks.
+        if deal.duration == 0 && self.in_maintenance() {
+            tracing::info!(%peer, deal = deal_id, "refused: deal closing for maintenance");
+            return Err(TaskError::DealClosing(deal_id));
         }
         Ok(deal)
     }

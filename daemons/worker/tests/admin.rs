@@ -313,6 +313,209 @@ fn the_owner_and_the_confirmed_master_administer_the_worker_and_strangers_are_re
     });
 }
 
+/// Releases `worker` (its connections' tasks hold it until they notice the endpoint closed)
+/// and opens it again from its state directory.
+async fn restart(worker: Arc<Worker>, config: &Config) -> Arc<Worker> {
+    let mut worker = worker;
+    for _ in 0..500 {
+        match Arc::try_unwrap(worker) {
+            Ok(w) => {
+                drop(w);
+                return Arc::new(Worker::open(config.clone()).await.unwrap());
+            }
+            Err(w) => {
+                worker = w;
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    panic!("the worker is still held after 5 s");
+}
+
+#[test]
+fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_run_to_their_end() {
+    let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
+    let consumer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
+    const SPOT_PRICE: u128 = 1_000_000_000;
+    // No cores: three slices fit a two-core box; RAM tells them apart for the bids.
+    let slice = |name: &str, ram: &str, duration: u64| PlanConfig {
+        cpu_cores: 0,
+        duration,
+        ..plan(name, ram, SPOT_PRICE as u64)
+    };
+    let config = Config {
+        master: None,
+        plans: vec![
+            slice("spot", "64MiB", 0),
+            slice("forward", "96MiB", 3600),
+            slice("free", "32MiB", 0),
+        ],
+        ..config(dir.path(), &anvil, supplier.address())
+    };
+    block_on(async {
+        let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
+        let addresses = deploy(
+            url.clone(),
+            DEV_KEYS[0].parse().unwrap(),
+            &DeployConfig {
+                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
+                ..DeployConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        addresses.write(&config.addresses).unwrap();
+        std::fs::write(&config.key_file, DEV_KEYS[1]).unwrap();
+
+        let worker = Arc::new(Worker::open(config.clone()).await.unwrap());
+        let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let server = smol::spawn(worker.clone().serve(endpoint.clone()));
+        worker.sync_plans().await.unwrap();
+        let ask_of = |w: &Worker, name: &str| {
+            w.plans()
+                .unwrap()
+                .into_iter()
+                .find(|p| p.spec.name == name)
+                .unwrap()
+                .ask
+        };
+        let (spot_ask, fwd_ask) = (
+            ask_of(&worker, "spot").expect("placed"),
+            ask_of(&worker, "forward").expect("placed"),
+        );
+        let free_ask = ask_of(&worker, "free").expect("placed");
+
+        let customer = Customer {
+            provider: signing_provider(url.clone(), consumer.clone()),
+            key: consumer.clone(),
+            addresses: addresses.clone(),
+        };
+        customer.approve().await;
+        let bid = customer.bid_for(0, 64 << 20, SPOT_PRICE, 0).await;
+        let spot = customer.open_deal(&spot_ask, &bid).await;
+        let bid = customer.bid_for(0, 96 << 20, SPOT_PRICE, 3600).await;
+        let forward = customer.open_deal(&fwd_ask, &bid).await;
+        worker.sync_deals().await.unwrap();
+        let spot_start = worker.chain().get_deal(spot).await.unwrap().start;
+        customer.advance(10).await;
+
+        // --- A stranger cannot switch maintenance.
+        let stranger_key = EthKey::random();
+        let stranger_ep = client_endpoint(&stranger_key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let stranger = AdminClient::connect(&stranger_ep, addr, supplier.address())
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused(stranger.call(&AdminRequest::Maintenance { on: true }).await),
+            AdminError::NotAdmin { .. }
+        ));
+        assert!(!worker.in_maintenance());
+        assert!(worker.chain().order_active(free_ask.id).await.unwrap());
+
+        // --- On: the free plan's ask is cancelled, the spot deal billed and closed.
+        let own = admin(DEV_KEYS[1], addr, supplier.address()).await;
+        let AdminResponse::Maintenance(status) = own
+            .call(&AdminRequest::Maintenance { on: true })
+            .await
+            .unwrap()
+        else {
+            panic!("not a maintenance answer")
+        };
+        assert!(status.maintenance);
+        assert_eq!(status.open_deals, vec![forward]);
+        assert_eq!(status.forward_deals.len(), 1);
+        assert_eq!(status.forward_deals[0].deal, forward);
+        assert!(
+            !worker.chain().order_active(free_ask.id).await.unwrap(),
+            "the free plan's ask is cancelled on chain"
+        );
+        assert!(ask_of(&worker, "free").is_none());
+        let closed = worker.chain().get_deal(spot).await.unwrap();
+        assert!(!closed.active, "the spot deal is closed on chain");
+        assert!(closed.last_bill >= spot_start + 10);
+        let market = Market::new(addresses.contracts.market, &customer.provider);
+        let billed = market
+            .DealBilled_filter()
+            .topic1(U256::from(spot))
+            .from_block(0)
+            .query()
+            .await
+            .unwrap();
+        assert!(billed.len() >= 2, "billed, then closed: {billed:?}");
+        let paid: U256 = billed.iter().map(|(e, _)| e.paid).sum();
+        assert_eq!(
+            paid,
+            U256::from(SPOT_PRICE * u128::from(closed.last_bill - spot_start)),
+            "the supplier is paid for every second the deal ran"
+        );
+        let closers = market
+            .DealClosed_filter()
+            .topic1(U256::from(spot))
+            .from_block(0)
+            .query()
+            .await
+            .unwrap();
+        assert_eq!(closers.len(), 1);
+        assert_eq!(
+            closers[0].0.closedBy,
+            supplier.address(),
+            "closed by the supplier"
+        );
+        assert!(
+            worker.chain().get_deal(forward).await.unwrap().active,
+            "the forward deal runs to its end"
+        );
+        // The forward deal still takes tasks; the closed one does not.
+        assert!(worker.authorize(consumer.address(), forward).await.is_ok());
+        assert!(worker.authorize(consumer.address(), spot).await.is_err());
+        // The chain loop keeps it so: nothing placed, the forward deal left open.
+        worker.tick().await;
+        assert!(ask_of(&worker, "free").is_none() && ask_of(&worker, "spot").is_none());
+        assert!(worker.chain().get_deal(forward).await.unwrap().active);
+
+        // --- A restart keeps maintenance on: no ask placed.
+        endpoint.close();
+        drop(server);
+        drop(own);
+        drop(stranger);
+        let worker = restart(worker, &config).await;
+        assert!(worker.in_maintenance(), "kept in the state");
+        worker.tick().await;
+        for name in ["spot", "free"] {
+            assert!(ask_of(&worker, name).is_none(), "{name}: no ask re-placed");
+        }
+
+        // --- The forward deal is closed at its end, as outside maintenance.
+        customer.advance(3600).await;
+        worker.bill_due().await.unwrap();
+        assert!(!worker.chain().get_deal(forward).await.unwrap().active);
+
+        // --- Off: the asks are placed again.
+        let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let _server = smol::spawn(worker.clone().serve(endpoint.clone()));
+        let own = admin(DEV_KEYS[1], addr, supplier.address()).await;
+        let AdminResponse::Maintenance(status) = own
+            .call(&AdminRequest::Maintenance { on: false })
+            .await
+            .unwrap()
+        else {
+            panic!("not a maintenance answer")
+        };
+        assert!(!status.maintenance);
+        assert!(status.open_deals.is_empty() && status.forward_deals.is_empty());
+        for name in ["spot", "forward", "free"] {
+            let ask = ask_of(&worker, name).unwrap_or_else(|| panic!("{name}: ask placed again"));
+            assert!(worker.chain().order_active(ask.id).await.unwrap());
+        }
+        assert_ne!(ask_of(&worker, "free").unwrap().id, free_ask.id);
+        endpoint.close();
+    });
+}
+
 /// The customer's chain side: approve, place a bid, open the deal.
 struct Customer {
     key: PrivateKeySigner,
@@ -339,19 +542,23 @@ impl Customer {
     }
 
     async fn bid(&self, ram: u64, price: u128) -> Order {
+        self.bid_for(1, ram, price, 0).await
+    }
+
+    async fn bid_for(&self, cores: u64, ram: u64, price: u128, duration: u64) -> Order {
         let bid = Order {
             id: 0,
             order_type: OrderType::Bid,
             author: self.key.address(),
             counterparty: None,
-            duration: 0,
+            duration,
             price,
             netflags: NetFlags::OUTBOUND,
             identity_level: IdentityLevel::Anonymous,
             blacklist: None,
             tag: Default::default(),
             benchmarks: Benchmarks::ZERO
-                .with(Benchmark::CpuCores, 1)
+                .with(Benchmark::CpuCores, cores)
                 .with(Benchmark::RamSize, ram),
         };
         let r = self

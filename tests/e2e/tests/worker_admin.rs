@@ -279,4 +279,29 @@ fn a_supplier_administers_its_worker_from_its_node_and_strangers_are_refused() {
     assert_eq!(metric(&text, "sonm_worker_deals_open"), Some(1.0));
     assert!(metric(&text, "sonm_worker_bills_payout_wei_total").unwrap() > 0.0);
     assert_eq!(metric(&text, "sonm_worker_rendezvous_connected"), Some(0.0));
+
+    // --- Maintenance through the CLI: the spot deal is closed, the asks withdrawn, and the
+    // status says so.
+    let spare = supplier.sonm_ok(&[
+        "worker",
+        "plan",
+        "add",
+        "spare",
+        "--price",
+        "2000000000",
+        "--ram",
+        "32MiB",
+        "--storage",
+        "10MB",
+        "--netflags",
+        "outbound",
+    ]);
+    let other_ask = spare["ask"]["id"].as_u64().expect("placed at once");
+    let on = supplier.sonm_ok(&["worker", "maintenance", "on"]);
+    assert_eq!(on["maintenance"], true, "{on}");
+    let status = supplier.sonm_ok(&["worker", "status"]);
+    assert_eq!(status["maintenance"], true, "{status}");
+    assert_eq!(status["open_deals"], serde_json::json!([]), "{status}");
+    let order = supplier.sonm_ok(&["order", "show", &other_ask.to_string()]);
+    assert_eq!(order["status"], "cancelled", "{order}");
 }

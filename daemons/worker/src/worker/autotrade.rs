@@ -95,6 +95,11 @@ impl Worker {
     /// One round: bids, re-plan, asks, matches. Failures are logged; the next round retries.
     pub async fn autotrade_round(&self, at: &mut Autotrader) -> Round {
         let mut round = Round::default();
+        if self.in_maintenance() {
+            // No re-plan, no ask, no new deal while the supplier has the box in maintenance.
+            round.skipped = Some("maintenance".into());
+            return round;
+        }
         let (dwh, max) = (at.dwh.clone(), at.cfg.max_bids);
         let bids = match smol::unblock(move || dwh.open_bids(max)).await {
             Ok(b) => b,
