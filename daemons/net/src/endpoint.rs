@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{
     DEFAULT_MAX_FRAME, Decoded, FrameDecoder, FrameError, decode_message, encode_frame,
 };
-use crate::identity::{Identity, IdentityError, VerifiedPeer};
+use crate::identity::{EthKey, Identity, IdentityError, VerifiedPeer};
 use crate::verify::{Outcome, PeerVerifier};
 
 /// TLS alert no_application_protocol (RFC 8446), as QUIC carries it (0x100 + alert).
@@ -93,6 +93,11 @@ pub struct EndpointConfig {
     /// (see [`EthKey::stateless_reset_seed`]) tells its old peers at once that their
     /// connections are gone; with a random key (`None`) they wait out the idle timeout.
     pub reset_seed: Option<[u8; 32]>,
+    /// Renews the endpoint's identity before it expires: a new certificate bound to this key
+    /// for this validity, made when a connection is set up and the current one has less than a
+    /// third of its validity left. For daemons that run longer than one validity; `None`: the
+    /// identity given at bind time for the endpoint's whole life.
+    pub renew: Option<(EthKey, Duration)>,
 }
 
 impl Default for EndpointConfig {
@@ -104,13 +109,15 @@ impl Default for EndpointConfig {
             keep_alive: None,
             max_concurrent_bidi_streams: 100,
             reset_seed: None,
+            renew: None,
         }
     }
 }
 
 #[derive(Debug)]
 struct Shared {
-    identity: Identity,
+    identity: std::sync::RwLock<Identity>,
+    renew: Option<(EthKey, Duration)>,
     provider: Arc<CryptoProvider>,
     transport: Arc<quinn::TransportConfig>,
     server_alpns: Vec<Vec<u8>>,
@@ -118,6 +125,42 @@ struct Shared {
 }
 
 impl Shared {
+    /// The identity to present now, renewed first when it is due (see
+    /// [`EndpointConfig::renew`]). Connections already set up keep the certificate they used.
+    fn identity(&self) -> Identity {
+        let current = self
+            .identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some((key, validity)) = &self.renew else {
+            return current;
+        };
+        let now = crate::identity::unix_now();
+        if current.binding().not_after > now.saturating_add(validity.as_secs() / 3) {
+            return current;
+        }
+        match Identity::generate(key, *validity) {
+            Ok(fresh) => {
+                tracing::info!(
+                    address = %fresh.address(),
+                    old_not_after = current.binding().not_after,
+                    not_after = fresh.binding().not_after,
+                    "QUIC identity renewed"
+                );
+                *self
+                    .identity
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+                fresh
+            }
+            Err(e) => {
+                tracing::error!("renewing the QUIC identity failed: {e}; keeping the current one");
+                current
+            }
+        }
+    }
+
     fn client_config(
         &self,
         alpn: &[u8],
@@ -130,7 +173,7 @@ impl Shared {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
-                self.identity.certified_key(),
+                self.identity().certified_key(),
             )));
         tls.alpn_protocols = vec![alpn.to_vec()];
         // A resumed session skips certificate verification, and with it the expected-peer check.
@@ -147,7 +190,7 @@ impl Shared {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(
-                self.identity.certified_key(),
+                self.identity().certified_key(),
             )));
         tls.alpn_protocols = self.server_alpns.clone();
         // No resumption: every connection proves its identity afresh (and no 0-RTT replays).
@@ -193,8 +236,17 @@ impl Endpoint {
             .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams))
             // Nothing uses unidirectional streams yet; refuse them rather than buffer them.
             .max_concurrent_uni_streams(VarInt::from_u32(0));
+        if let Some((key, _)) = &config.renew
+            && key.address() != identity.address()
+        {
+            // A peer is who its key says: renewal may change the certificate, never the address.
+            return Err(NetError::Io(std::io::Error::other(
+                "the renewal key is not the identity's key",
+            )));
+        }
         let shared = Arc::new(Shared {
-            identity,
+            identity: std::sync::RwLock::new(identity),
+            renew: config.renew,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             transport: Arc::new(transport),
             server_alpns: config.server_alpns,
@@ -238,7 +290,7 @@ impl Endpoint {
 
     /// Our own Ethereum address.
     pub fn address(&self) -> Address {
-        self.shared.identity.address()
+        self.shared.identity().address()
     }
 
     /// Dials `addr` speaking `alpn`. With `expected_peer`, a peer with any other address fails
@@ -614,6 +666,60 @@ mod tests {
 
     fn identity() -> Identity {
         Identity::generate(&EthKey::random(), Duration::from_secs(3600)).unwrap()
+    }
+
+    // A daemon that runs longer than one validity: a connection set up in the last third of
+    // the certificate's life gets a renewed one, for the same address; without renewal the
+    // peer would see the first certificate's end. A renewal key of another address is refused.
+    #[test]
+    fn the_identity_is_renewed_before_it_expires() {
+        smol::block_on(with_timeout(Duration::from_secs(30), async {
+            let key = EthKey::random();
+            let validity = Duration::from_secs(3);
+            let config = |renew_key: &EthKey| EndpointConfig {
+                server_alpns: vec![ALPN.to_vec()],
+                renew: Some((renew_key.clone(), validity)),
+                ..EndpointConfig::default()
+            };
+            let mine = Identity::generate(&key, validity)?;
+            assert!(
+                Endpoint::bind(
+                    "127.0.0.1:0".parse().unwrap(),
+                    mine.clone(),
+                    config(&EthKey::random())
+                )
+                .is_err()
+            );
+            let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), mine, config(&key))?;
+            let addr = server.local_addr()?;
+            let accepting = smol::spawn(async move {
+                let mut held = Vec::new();
+                while let Some(incoming) = server.accept().await {
+                    if let Ok(c) = incoming.handshake().await {
+                        held.push(c);
+                    }
+                }
+            });
+            let client = endpoint(identity(), false);
+            let first = client.connect(addr, ALPN, Some(key.address())).await?;
+            let first_end = first.peer_not_after();
+            // Into the last third of the first certificate's life.
+            smol::Timer::after(Duration::from_millis(2300)).await;
+            let second = client.connect(addr, ALPN, Some(key.address())).await?;
+            assert_eq!(second.peer_address(), key.address());
+            assert!(
+                second.peer_not_after() > first_end,
+                "not renewed: {} <= {first_end}",
+                second.peer_not_after()
+            );
+            // After the first certificate's end, peers still connect.
+            smol::Timer::after(Duration::from_millis(1500)).await;
+            let third = client.connect(addr, ALPN, Some(key.address())).await?;
+            assert!(third.peer_not_after() >= second.peer_not_after());
+            drop(accepting);
+            Ok(())
+        }))
+        .unwrap();
     }
 
     // A copied certificate is public; without its TLS key the handshake signature fails.

@@ -147,11 +147,15 @@ impl RendezvousClient {
         policy: RelayPolicy,
     ) -> Result<Self, ClientError> {
         let raw = socket.try_clone()?;
-        // Long enough for a daemon; the binding's expiry closes connections, so it is renewed
-        // by reconnecting (still to do: rotate without a restart).
-        let identity = Identity::generate(key, Duration::from_secs(7 * 24 * 3600))
-            .map_err(NetError::Identity)?;
-        let endpoint = Endpoint::from_socket(socket, identity, config.endpoint.clone())?;
+        // The binding's expiry closes connections; the endpoint renews its certificate before
+        // then, so the reconnect that follows presents a fresh one.
+        let validity = Duration::from_secs(7 * 24 * 3600);
+        let identity = Identity::generate(key, validity).map_err(NetError::Identity)?;
+        let endpoint_config = sonm_net::EndpointConfig {
+            renew: Some((key.clone(), validity)),
+            ..config.endpoint.clone()
+        };
+        let endpoint = Endpoint::from_socket(socket, identity, endpoint_config)?;
         Self::from_endpoint(endpoint, raw, key, config, policy).await
     }
 

@@ -175,6 +175,8 @@ impl RendezvousServer {
                 // Without a stable seed a restarted server's resets do not verify, and its
                 // clients' keep-alives go unanswered until the idle timeout (60 s).
                 reset_seed: config.reset_seed,
+                // The daemon's certificate is valid a year from each start (main.rs).
+                renew: None,
             },
         )?;
         let shared = Arc::new(Shared {

@@ -60,11 +60,16 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// How long a client endpoint's certificate is valid; a node keeps its endpoints for days, so
+/// they renew it (see `EndpointConfig::renew`).
+const CLIENT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+
 /// A client endpoint (no server ALPN) for `key`, bound at `bind` (e.g. `127.0.0.1:0`).
 pub fn client_endpoint(key: &EthKey, bind: SocketAddr) -> Result<Endpoint, ClientError> {
-    let identity = Identity::generate(key, Duration::from_secs(24 * 3600))?;
+    let identity = Identity::generate(key, CLIENT_VALIDITY)?;
     let config = EndpointConfig {
         max_frame: MAX_FRAME,
+        renew: Some((key.clone(), CLIENT_VALIDITY)),
         ..EndpointConfig::default()
     };
     Ok(Endpoint::bind(bind, identity, config)?)
@@ -77,10 +82,11 @@ pub fn client_endpoint_on(
     socket: UdpSocket,
     keep_alive: Option<Duration>,
 ) -> Result<Endpoint, ClientError> {
-    let identity = Identity::generate(key, Duration::from_secs(24 * 3600))?;
+    let identity = Identity::generate(key, CLIENT_VALIDITY)?;
     let config = EndpointConfig {
         max_frame: MAX_FRAME,
         keep_alive,
+        renew: Some((key.clone(), CLIENT_VALIDITY)),
         ..EndpointConfig::default()
     };
     Ok(Endpoint::from_socket(socket, identity, config)?)

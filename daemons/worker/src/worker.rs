@@ -780,6 +780,8 @@ impl Worker {
                 .map(|_| RENDEZVOUS_KEEP_ALIVE),
             // A restarted worker then resets its customers' old connections at once.
             reset_seed: Some(eth.stateless_reset_seed()),
+            // Runs unattended for longer than one certificate: renewed as it nears its end.
+            renew: Some((eth.clone(), IDENTITY_VALIDITY)),
             ..EndpointConfig::default()
         };
         let io = |source| WorkerError::Io {
