@@ -515,23 +515,7 @@ impl Node {
         rpc: &[String],
     ) -> Self {
         let d = net.dir.path();
-        std::fs::write(d.join("node.password"), "e2e password\n").unwrap();
-        std::fs::write(d.join("consumer.key"), key).unwrap();
-        let out = Command::new(bin("sonm-node"))
-            .args(["keygen", "--keystore"])
-            .arg(d.join("node-key.json"))
-            .arg("--password-file")
-            .arg(d.join("node.password"))
-            .arg("--import-hex-file")
-            .arg(d.join("consumer.key"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sonm-node keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::remove_file(d.join("consumer.key")).unwrap();
+        import_node_key(d, key);
         let port = free_tcp_port();
         let dwh_line = dwh
             .map(|w| format!("dwh_url = \"{}\"\n", w.url))
@@ -559,22 +543,7 @@ quic_bind = "127.0.0.1:0"
             ),
         )
         .unwrap();
-        let node = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            address: address_of(key),
-            process: Daemon::spawn(
-                &bin("sonm-node"),
-                &["--config", config.to_str().unwrap()],
-                &net.path("node.log"),
-            ),
-        };
-        wait_for(
-            "the node's API",
-            Duration::from_secs(60),
-            || node.process.log_text(),
-            || node.sonm(&["balance"]).ok(),
-        );
-        node
+        Self::launch(net, key, port, &config)
     }
 
     /// `sonm --node URL --json ARGS...`: the JSON on success, stderr on failure.
@@ -942,6 +911,29 @@ impl Rendezvous {
 
 /// `sonm-node keygen --import-hex-file` of `key` into `<dir>/node-key.json`, password in
 /// `<dir>/node.password`.
+impl Node {
+    /// Runs `sonm-node` with the configuration at `config` (API on `port`) and waits until
+    /// its API answers.
+    fn launch(net: &Net, key: &str, port: u16, config: &Path) -> Self {
+        let node = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            address: address_of(key),
+            process: Daemon::spawn(
+                &bin("sonm-node"),
+                &["--config", config.to_str().unwrap()],
+                &net.path("node.log"),
+            ),
+        };
+        wait_for(
+            "the node's API",
+            Duration::from_secs(60),
+            || node.process.log_text(),
+            || node.sonm(&["balance"]).ok(),
+        );
+        node
+    }
+}
+
 fn import_node_key(dir: &Path, key: &str) {
     std::fs::write(dir.join("node.password"), "e2e password\n").unwrap();
     std::fs::write(dir.join("consumer.key"), key).unwrap();
@@ -1068,22 +1060,7 @@ rendezvous_address = "{rv_address}"
             ),
         )
         .unwrap();
-        let node = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            address: address_of(key),
-            process: Daemon::spawn(
-                &bin("sonm-node"),
-                &["--config", config.to_str().unwrap()],
-                &net.path("node.log"),
-            ),
-        };
-        wait_for(
-            "the node's API",
-            Duration::from_secs(60),
-            || node.process.log_text(),
-            || node.sonm(&["balance"]).ok(),
-        );
-        node
+        Self::launch(net, key, port, &config)
     }
 
     /// The paths of the connections the node made through the rendezvous, in order, as it
