@@ -5,6 +5,10 @@
 //!
 //! Needs `contracts/scripts/install-tools.sh` (anvil) and `wasm-runtime/jobs/build.sh`.
 
+mod common;
+
+use common::Customer;
+
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -13,14 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use alloy::providers::{DynProvider, Provider};
+use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{
-    Addresses, DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain,
-};
-use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+use sonm_contracts::{DeployConfig, Market, deploy};
+use sonm_market::{Benchmark, IdentityLevel, Order};
 use sonm_net::EthKey;
 use sonm_worker::admin::{AdminClient, AdminClientError, AdminError, AdminRequest, AdminResponse};
 use sonm_worker::bench::BenchConfig;
@@ -516,85 +518,9 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
     });
 }
 
-/// The customer's chain side: approve, place a bid, open the deal.
-struct Customer {
-    key: PrivateKeySigner,
-    provider: DynProvider,
-    addresses: Addresses,
-}
-
 impl Customer {
-    fn market(&self) -> Market::MarketInstance<&DynProvider> {
-        Market::new(self.addresses.contracts.market, &self.provider)
-    }
-
-    async fn approve(&self) {
-        let token = SNM::new(self.addresses.contracts.snm, &self.provider);
-        let r = token
-            .approve(self.addresses.contracts.market, U256::MAX)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status());
-    }
-
     async fn bid(&self, ram: u64, price: u128) -> Order {
         self.bid_for(1, ram, price, 0).await
-    }
-
-    async fn bid_for(&self, cores: u64, ram: u64, price: u128, duration: u64) -> Order {
-        let bid = Order {
-            id: 0,
-            order_type: OrderType::Bid,
-            author: self.key.address(),
-            counterparty: None,
-            duration,
-            price,
-            netflags: NetFlags::OUTBOUND,
-            identity_level: IdentityLevel::Anonymous,
-            blacklist: None,
-            tag: Default::default(),
-            benchmarks: Benchmarks::ZERO
-                .with(Benchmark::CpuCores, cores)
-                .with(Benchmark::RamSize, ram),
-        };
-        let r = self
-            .market()
-            .placeOrder(chain_order(&bid))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "placeOrder(bid) reverted");
-        let event = r.decoded_log::<Market::OrderPlaced>().unwrap();
-        market_order(order_id_from_chain(event.orderId).unwrap(), &event.order).unwrap()
-    }
-
-    async fn open_deal(&self, ask: &Order, bid: &Order) -> u64 {
-        let r = self
-            .market()
-            .openDeal(
-                U256::from(ask.id),
-                chain_order(ask),
-                U256::from(bid.id),
-                chain_order(bid),
-            )
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "openDeal reverted");
-        r.decoded_log::<Market::DealOpened>()
-            .unwrap()
-            .dealId
-            .to::<u64>()
     }
 
     async fn advance(&self, seconds: u64) {

@@ -6,21 +6,22 @@
 //! `target/debug` (`cargo build -p sonm-dwh --bin sonm-dwh`; scripts/test.sh builds every
 //! binary first); the harness says so when either is missing.
 
+mod common;
+
+use common::Customer;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::Blacklist;
 use sonm_contracts::anvil::DEV_KEYS;
 use sonm_contracts::deploy::signing_provider;
-use sonm_contracts::{
-    Addresses, Blacklist, Market, SNM, chain_order, market_order, order_id_from_chain,
-};
 use sonm_e2e::{Dwh, Net, address_of, block_on, wait_for};
-use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+use sonm_market::Order;
 use sonm_optimus::Floor;
 use sonm_worker::autotrader::{AutotraderConfig, slice_of};
 use sonm_worker::bench::BenchConfig;
@@ -125,13 +126,6 @@ impl Drop for Running {
     }
 }
 
-/// A customer's side of the chain: approve, bid, close.
-struct Customer {
-    key: PrivateKeySigner,
-    provider: DynProvider,
-    addresses: Addresses,
-}
-
 impl Customer {
     fn new(net: &Net, key: &str) -> Self {
         let key: PrivateKeySigner = key.parse().unwrap();
@@ -141,55 +135,12 @@ impl Customer {
             provider,
             addresses: net.addresses.clone(),
         };
-        block_on(async {
-            let token = SNM::new(c.addresses.contracts.snm, &c.provider);
-            let r = token
-                .approve(c.addresses.contracts.market, U256::MAX)
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status());
-        });
+        block_on(c.approve());
         c
     }
 
-    fn market(&self) -> Market::MarketInstance<&DynProvider> {
-        Market::new(self.addresses.contracts.market, &self.provider)
-    }
-
     fn bid(&self, cores: u64, ram: u64, price: u128, duration: u64) -> Order {
-        let bid = Order {
-            id: 0,
-            order_type: OrderType::Bid,
-            author: self.key.address(),
-            counterparty: None,
-            duration,
-            price,
-            netflags: NetFlags::OUTBOUND,
-            identity_level: IdentityLevel::Anonymous,
-            blacklist: None,
-            tag: Default::default(),
-            benchmarks: Benchmarks::ZERO
-                .with(Benchmark::CpuCores, cores)
-                .with(Benchmark::RamSize, ram),
-        };
-        block_on(async {
-            let r = self
-                .market()
-                .placeOrder(chain_order(&bid))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status(), "placeOrder(bid) reverted");
-            let e = r.decoded_log::<Market::OrderPlaced>().unwrap();
-            market_order(order_id_from_chain(e.orderId).unwrap(), &e.order).unwrap()
-        })
+        block_on(self.bid_for(cores, ram, price, duration))
     }
 
     fn blacklist(&self, who: alloy::primitives::Address) {

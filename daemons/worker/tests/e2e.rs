@@ -7,6 +7,10 @@
 //! Needs `contracts/scripts/install-tools.sh` (anvil) and `wasm-runtime/jobs/build.sh` (the
 //! example jobs); the test says so when either is missing.
 
+mod common;
+
+use common::Customer;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,15 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use alloy::providers::{DynProvider, Provider};
+use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{
-    Addresses, DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain,
-};
-use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+use sonm_contracts::{DeployConfig, Market, deploy};
+use sonm_market::{Benchmark, IdentityLevel, Order};
 use sonm_net::EthKey;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
@@ -78,80 +80,10 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
     }
 }
 
-/// The customer's chain side: approve, place a bid, open the deal.
-struct Customer {
-    key: PrivateKeySigner,
-    provider: DynProvider,
-    addresses: Addresses,
-}
-
 impl Customer {
-    fn market(&self) -> Market::MarketInstance<&DynProvider> {
-        Market::new(self.addresses.contracts.market, &self.provider)
-    }
-
-    async fn approve(&self) {
-        let token = SNM::new(self.addresses.contracts.snm, &self.provider);
-        let r = token
-            .approve(self.addresses.contracts.market, U256::MAX)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status());
-    }
-
     /// Places a bid for one core and `ram` bytes at `price` for `duration`; returns it with id.
     async fn bid(&self, ram: u64, price: u128, duration: u64) -> Order {
-        let bid = Order {
-            id: 0,
-            order_type: OrderType::Bid,
-            author: self.key.address(),
-            counterparty: None,
-            duration,
-            price,
-            netflags: NetFlags::OUTBOUND,
-            identity_level: IdentityLevel::Anonymous,
-            blacklist: None,
-            tag: Default::default(),
-            benchmarks: Benchmarks::ZERO
-                .with(Benchmark::CpuCores, 1)
-                .with(Benchmark::RamSize, ram),
-        };
-        let r = self
-            .market()
-            .placeOrder(chain_order(&bid))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "placeOrder(bid) reverted");
-        let event = r.decoded_log::<Market::OrderPlaced>().unwrap();
-        market_order(order_id_from_chain(event.orderId).unwrap(), &event.order).unwrap()
-    }
-
-    async fn open_deal(&self, ask: &Order, bid: &Order) -> u64 {
-        let r = self
-            .market()
-            .openDeal(
-                U256::from(ask.id),
-                chain_order(ask),
-                U256::from(bid.id),
-                chain_order(bid),
-            )
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "openDeal reverted");
-        let event = r.decoded_log::<Market::DealOpened>().unwrap();
-        event.dealId.to::<u64>()
+        self.bid_for(1, ram, price, duration).await
     }
 
     async fn close_deal(&self, id: u64) {

@@ -1,0 +1,91 @@
+//! Shared by the worker's integration tests: the customer's side of the chain (approve the
+//! Market, place a bid, open a deal), as a real customer's node would send it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use alloy::primitives::U256;
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::{Addresses, Market, SNM, chain_order, market_order, order_id_from_chain};
+use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+
+/// A customer: its key, a provider that signs with it, the contracts.
+pub struct Customer {
+    pub key: PrivateKeySigner,
+    pub provider: DynProvider,
+    pub addresses: Addresses,
+}
+
+impl Customer {
+    pub fn market(&self) -> Market::MarketInstance<&DynProvider> {
+        Market::new(self.addresses.contracts.market, &self.provider)
+    }
+
+    /// Lets the Market pull the customer's SNM (bids freeze, deals bill).
+    pub async fn approve(&self) {
+        let token = SNM::new(self.addresses.contracts.snm, &self.provider);
+        let r = token
+            .approve(self.addresses.contracts.market, U256::MAX)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status());
+    }
+
+    /// Places a bid for `cores` and `ram` bytes at `price` for `duration`; returns it with id.
+    pub async fn bid_for(&self, cores: u64, ram: u64, price: u128, duration: u64) -> Order {
+        let bid = Order {
+            id: 0,
+            order_type: OrderType::Bid,
+            author: self.key.address(),
+            counterparty: None,
+            duration,
+            price,
+            netflags: NetFlags::OUTBOUND,
+            identity_level: IdentityLevel::Anonymous,
+            blacklist: None,
+            tag: Default::default(),
+            benchmarks: Benchmarks::ZERO
+                .with(Benchmark::CpuCores, cores)
+                .with(Benchmark::RamSize, ram),
+        };
+        let r = self
+            .market()
+            .placeOrder(chain_order(&bid))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status(), "placeOrder(bid) reverted");
+        let event = r.decoded_log::<Market::OrderPlaced>().unwrap();
+        market_order(order_id_from_chain(event.orderId).unwrap(), &event.order).unwrap()
+    }
+
+    /// Opens a deal from `ask` and `bid` (`openDeal`); returns its id.
+    pub async fn open_deal(&self, ask: &Order, bid: &Order) -> u64 {
+        let r = self
+            .market()
+            .openDeal(
+                U256::from(ask.id),
+                chain_order(ask),
+                U256::from(bid.id),
+                chain_order(bid),
+            )
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status(), "openDeal reverted");
+        r.decoded_log::<Market::DealOpened>()
+            .unwrap()
+            .dealId
+            .to::<u64>()
+    }
+}
