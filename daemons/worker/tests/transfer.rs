@@ -5,21 +5,22 @@
 //!
 //! Needs `contracts/scripts/install-tools.sh` (anvil) and `wasm-runtime/jobs/build.sh`.
 
+mod common;
+
+use common::Customer;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{
-    Addresses, DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain,
-};
-use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+use sonm_contracts::{DeployConfig, deploy};
+use sonm_market::IdentityLevel;
 use sonm_net::{Connection, EthKey};
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
@@ -111,63 +112,6 @@ fn config(dir: &std::path::Path, anvil: &Anvil) -> Config {
     }
 }
 
-async fn buy(
-    provider: &DynProvider,
-    addresses: &Addresses,
-    me: alloy::primitives::Address,
-    ask: &Order,
-) -> u64 {
-    let market = Market::new(addresses.contracts.market, provider);
-    let token = SNM::new(addresses.contracts.snm, provider);
-    let r = token
-        .approve(addresses.contracts.market, U256::MAX)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.get_receipt().await.unwrap().status());
-    let bid = Order {
-        id: 0,
-        order_type: OrderType::Bid,
-        author: me,
-        counterparty: None,
-        duration: 0,
-        price: 1_500_000_000,
-        netflags: NetFlags::OUTBOUND,
-        identity_level: IdentityLevel::Anonymous,
-        blacklist: None,
-        tag: Default::default(),
-        benchmarks: Benchmarks::ZERO.with(Benchmark::CpuCores, 1),
-    };
-    let r = market
-        .placeOrder(chain_order(&bid))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let event = r.decoded_log::<Market::OrderPlaced>().unwrap();
-    let bid = market_order(order_id_from_chain(event.orderId).unwrap(), &event.order).unwrap();
-    let r = market
-        .openDeal(
-            U256::from(ask.id),
-            chain_order(ask),
-            U256::from(bid.id),
-            chain_order(&bid),
-        )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(r.status(), "openDeal reverted");
-    r.decoded_log::<Market::DealOpened>()
-        .unwrap()
-        .dealId
-        .to::<u64>()
-}
-
 async fn raw(
     key: &PrivateKeySigner,
     addr: SocketAddr,
@@ -216,7 +160,14 @@ fn big_inputs_and_outputs_travel_in_chunks_and_logs_follow_a_running_task() {
         worker.sync_plans().await.unwrap();
         let ask_order = worker.plans().unwrap()[0].ask.clone().expect("ask placed");
         let provider = signing_provider(url.clone(), consumer.clone());
-        let deal = buy(&provider, &addresses, consumer.address(), &ask_order).await;
+        let customer = Customer {
+            key: consumer.clone(),
+            provider: provider.clone(),
+            addresses: addresses.clone(),
+        };
+        customer.approve().await;
+        let bid = customer.bid_for(1, 0, 1_500_000_000, 0).await;
+        let deal = customer.open_deal(&ask_order, &bid).await;
         worker.sync_deals().await.unwrap();
 
         let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
