@@ -12,7 +12,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -22,13 +21,13 @@ use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{DeployConfig, deploy};
 use sonm_market::IdentityLevel;
+use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
 use sonm_worker::config::PlanConfig;
-use sonm_worker::{Config as WorkerConfig, Worker};
 
 mod common;
-use common::{Process, block_on, free_tcp_port, free_udp_port, node_bin, other_bin};
+use common::{Process, RunningWorker, block_on, free_tcp_port, free_udp_port, node_bin, other_bin};
 
 /// `sonm-dwh`.
 fn dwh_bin() -> PathBuf {
@@ -87,43 +86,6 @@ fn ids_of(list: &Value) -> Vec<u64> {
 
 fn log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The worker library running on its own thread (as `sonm-worker run` does), until dropped.
-struct RunningWorker {
-    stop: smol::channel::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RunningWorker {
-    fn start(config: WorkerConfig) -> Self {
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let thread = std::thread::spawn(move || {
-            block_on(async move {
-                let listen = config.listen;
-                let worker = Arc::new(Worker::open(config).await.unwrap());
-                let endpoint = worker.endpoint(listen).unwrap();
-                worker
-                    .run_until(endpoint, async move {
-                        let _ = stopped.recv().await;
-                    })
-                    .await;
-            })
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for RunningWorker {
-    fn drop(&mut self) {
-        let _ = self.stop.send_blocking(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn plan(name: &str) -> PlanConfig {

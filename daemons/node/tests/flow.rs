@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -21,51 +20,16 @@ use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
 use sonm_contracts::{DeployConfig, Market, SNM, chain_order, deploy, market_order};
 use sonm_market::IdentityLevel;
+use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
 use sonm_worker::config::PlanConfig;
-use sonm_worker::{Config as WorkerConfig, Worker};
 
 mod common;
 use common::{
-    block_on, free_tcp_port, free_udp_port, http, keygen, node_bin, sha256_hex, sonm, sonm_fails,
-    sonm_json, start_node,
+    RunningWorker, block_on, free_tcp_port, free_udp_port, http, keygen, node_bin, sha256_hex,
+    sonm, sonm_fails, sonm_json, start_node,
 };
-
-/// The worker library running on its own thread (as `sonm-worker run` does), until stopped.
-struct RunningWorker {
-    stop: smol::channel::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RunningWorker {
-    fn start(config: WorkerConfig) -> Self {
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let thread = std::thread::spawn(move || {
-            block_on(async move {
-                let listen = config.listen;
-                let worker = Arc::new(Worker::open(config).await.unwrap());
-                let endpoint = worker.endpoint(listen).unwrap();
-                worker
-                    .run_until(endpoint, async move {
-                        let _ = stopped.recv().await;
-                    })
-                    .await;
-            })
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.stop.send_blocking(());
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
 
 fn plan(name: &str) -> PlanConfig {
     PlanConfig {

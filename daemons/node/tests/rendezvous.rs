@@ -10,7 +10,6 @@
 //! sha256 job); scripts/test.sh provides both.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
@@ -24,14 +23,14 @@ use sonm_node::Node;
 use sonm_node::config::Config as NodeConfig;
 use sonm_rendezvous::proto::{Control, Request, Response};
 use sonm_rendezvous::{ClientConfig, Path, RendezvousClient, RendezvousServer, ServerConfig};
+use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
 use sonm_worker::config::PlanConfig;
 use sonm_worker::proto::{Exit, File, StartWasm, TaskLimits, TaskStatus};
-use sonm_worker::{Config as WorkerConfig, Worker};
 
 mod common;
-use common::{block_on, sha256_hex};
+use common::{RunningWorker, block_on, sha256_hex};
 
 /// Every wait in this test is bounded by this.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -45,41 +44,6 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The worker library serving on its own thread until dropped.
-struct RunningWorker {
-    worker: Arc<Worker>,
-    stop: smol::channel::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RunningWorker {
-    fn start(config: WorkerConfig) -> Self {
-        let worker = Arc::new(block_on(Worker::open(config.clone())).unwrap());
-        let endpoint = worker.endpoint(config.listen).unwrap();
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let w = worker.clone();
-        let thread = std::thread::spawn(move || {
-            block_on(w.run_until(endpoint, async move {
-                let _ = stopped.recv().await;
-            }));
-        });
-        Self {
-            worker,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for RunningWorker {
-    fn drop(&mut self) {
-        let _ = self.stop.send_blocking(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -220,7 +184,7 @@ fn a_worker_known_only_through_the_rendezvous_runs_the_customers_job() {
     };
     std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
     let running = RunningWorker::start(worker_config);
-    let worker = running.worker.clone();
+    let worker = running.worker();
     assert_eq!(worker.address(), supplier.address());
 
     let stranger = rendezvous_client(&server, &EthKey::random());

@@ -183,3 +183,56 @@ pub(crate) fn start_node(config: &Path, api_port: u16, log: &Path) -> Process {
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+/// The worker library serving on its own thread (as `sonm-worker run` does) until stopped or
+/// dropped.
+pub(crate) struct RunningWorker {
+    /// `None` once stopped, so that the worker's state can be opened again (a restart).
+    worker: Option<std::sync::Arc<sonm_worker::Worker>>,
+    stop: smol::channel::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    pub(crate) fn start(config: sonm_worker::Config) -> Self {
+        let worker =
+            std::sync::Arc::new(block_on(sonm_worker::Worker::open(config.clone())).unwrap());
+        let endpoint = worker.endpoint(config.listen).unwrap();
+        let (stop, stopped) = smol::channel::bounded::<()>(1);
+        let w = worker.clone();
+        let thread = std::thread::spawn(move || {
+            block_on(w.run_until(endpoint, async move {
+                let _ = stopped.recv().await;
+            }));
+        });
+        Self {
+            worker: Some(worker),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The running worker.
+    pub(crate) fn worker(&self) -> std::sync::Arc<sonm_worker::Worker> {
+        self.worker.clone().expect("the worker was stopped")
+    }
+
+    /// Stops the worker and waits for its thread; a panic there fails the test. The worker's
+    /// state is closed when no other handle to it remains.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.stop.send_blocking(());
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.worker = None;
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        let _ = self.stop.send_blocking(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
