@@ -23,7 +23,7 @@ pub use addresses::{Addresses, AddressesError, ContractAddresses};
 pub use convert::{ChainOrderError, chain_order, market_order, mismatch_of, order_id_from_chain};
 pub use deploy::{DeployConfig, DeployError, GateConfig, KeyError, deploy, load_signer};
 pub use rpc::{Failover, FailoverOptions, RpcError, RpcUrls};
-pub use tx::{TxError, TxOptions, TxSender};
+pub use tx::{Refusal, TxError, TxOptions, TxSender};
 
 /// The generated bindings, one module per contract (`Market::placeOrderCall`,
 /// `Market::Order`, `Market::MarketErrors`, `Market::MarketInstance`, ...). Each

@@ -30,17 +30,17 @@ use alloy::transports::{RpcError, TransportError};
 use smol::lock::Mutex;
 use thiserror::Error;
 
-use crate::bindings::Market;
+use crate::bindings::{Blacklist, Gate, Market, OracleUSD, ProfileRegistry, SNM};
 use crate::gas_with_margin;
 
 /// Why a transaction did not do what was asked. `what` names the call (`"quickBuy"`).
 #[derive(Debug, Error)]
 pub enum TxError {
     /// The contract refused the call (its custom error, decoded): nothing was sent.
-    #[error("{what} refused by the Market contract: {error:?}")]
+    #[error("{what} refused by the {} contract: {}", error.contract(), error.detail())]
     Refused {
         what: &'static str,
-        error: Box<Market::MarketErrors>,
+        error: Box<Refusal>,
     },
     /// Estimating failed otherwise (a revert without a known error, or the RPC): nothing sent.
     #[error("{what}: {source}")]
@@ -83,9 +83,62 @@ pub enum TxError {
     },
 }
 
+/// A custom error of one of our contracts, decoded from a revert. Every caller of
+/// [`TxSender::send`] gets its contract's refusals typed, whichever contract it called: a
+/// token transfer over the balance is as much a refusal as a deal that does not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Market(Market::MarketErrors),
+    Token(SNM::SNMErrors),
+    Gate(Gate::GateErrors),
+    Profiles(ProfileRegistry::ProfileRegistryErrors),
+    Blacklist(Blacklist::BlacklistErrors),
+    Oracle(OracleUSD::OracleUSDErrors),
+}
+
+impl Refusal {
+    /// The revert's custom error, if it is one of our contracts'. Errors are told apart by
+    /// their 4-byte selector only, so one declared identically by two contracts
+    /// (`ZeroAddress()`, `TransferFailed()`) is reported under the first in this order; its
+    /// name and arguments are right either way, and the call's name says which contract.
+    pub fn decode(e: &alloy::contract::Error) -> Option<Self> {
+        e.as_decoded_interface_error::<Market::MarketErrors>()
+            .map(Refusal::Market)
+            .or_else(|| e.as_decoded_interface_error().map(Refusal::Token))
+            .or_else(|| e.as_decoded_interface_error().map(Refusal::Gate))
+            .or_else(|| e.as_decoded_interface_error().map(Refusal::Profiles))
+            .or_else(|| e.as_decoded_interface_error().map(Refusal::Blacklist))
+            .or_else(|| e.as_decoded_interface_error().map(Refusal::Oracle))
+    }
+
+    /// The contract whose error set the refusal was decoded from.
+    pub fn contract(&self) -> &'static str {
+        match self {
+            Refusal::Market(_) => "Market",
+            Refusal::Token(_) => "SNM",
+            Refusal::Gate(_) => "Gate",
+            Refusal::Profiles(_) => "ProfileRegistry",
+            Refusal::Blacklist(_) => "Blacklist",
+            Refusal::Oracle(_) => "OracleUSD",
+        }
+    }
+
+    /// The error with its arguments, e.g. `InsufficientBalance(InsufficientBalance { .. })`.
+    pub fn detail(&self) -> String {
+        match self {
+            Refusal::Market(e) => format!("{e:?}"),
+            Refusal::Token(e) => format!("{e:?}"),
+            Refusal::Gate(e) => format!("{e:?}"),
+            Refusal::Profiles(e) => format!("{e:?}"),
+            Refusal::Blacklist(e) => format!("{e:?}"),
+            Refusal::Oracle(e) => format!("{e:?}"),
+        }
+    }
+}
+
 impl TxError {
     fn estimate(what: &'static str, e: alloy::contract::Error) -> Self {
-        match e.as_decoded_interface_error::<Market::MarketErrors>() {
+        match Refusal::decode(&e) {
             Some(error) => TxError::Refused {
                 what,
                 error: Box::new(error),

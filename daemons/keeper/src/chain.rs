@@ -8,7 +8,9 @@ use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use alloy::transports::TransportError;
-use sonm_contracts::{Failover, FailoverOptions, Gate, RpcError, RpcUrls, TxError, TxSender};
+use sonm_contracts::{
+    Failover, FailoverOptions, Gate, Refusal, RpcError, RpcUrls, TxError, TxSender,
+};
 use thiserror::Error;
 
 use crate::core::{GateRef, Lock, TransferKey, transfer_id};
@@ -49,13 +51,13 @@ impl ChainError {
         let ChainError::Tx { source, .. } = self else {
             return None;
         };
-        let TxError::Estimate { source, .. } = source.as_ref() else {
+        let TxError::Refused { error, .. } = source.as_ref() else {
             return None;
         };
-        match source.as_decoded_interface_error::<Gate::GateErrors>()? {
-            Gate::GateErrors::KeeperIsFrozen(e) => Some(e.keeper),
-            Gate::GateErrors::KeeperOverLimit(e) => Some(e.keeper),
-            Gate::GateErrors::NotKeeper(e) => Some(e.signer),
+        match error.as_ref() {
+            Refusal::Gate(Gate::GateErrors::KeeperIsFrozen(e)) => Some(e.keeper),
+            Refusal::Gate(Gate::GateErrors::KeeperOverLimit(e)) => Some(e.keeper),
+            Refusal::Gate(Gate::GateErrors::NotKeeper(e)) => Some(e.signer),
             _ => None,
         }
     }

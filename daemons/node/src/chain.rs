@@ -9,7 +9,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
 use serde::Serialize;
-use sonm_contracts::tx::{self, TxError, TxSender};
+use sonm_contracts::tx::{self, Refusal, TxError, TxSender};
 use sonm_contracts::{
     Addresses, Blacklist, Failover, FailoverOptions, Market, ProfileRegistry, RpcError, RpcUrls,
     SNM, chain_order, order_id_from_chain,
@@ -24,8 +24,8 @@ use crate::records::{
 pub enum ChainError {
     #[error("{what}: {message}")]
     Call { what: &'static str, message: String },
-    /// The contract refused: its custom error, decoded.
-    #[error("{what} refused by the Market contract: {reason}")]
+    /// The contract refused: its custom error, decoded (`reason` names the contract).
+    #[error("{what} refused by the {reason}")]
     Refused { what: &'static str, reason: String },
     /// A transaction that did not go through (a refusal becomes [`ChainError::Refused`]).
     #[error(transparent)]
@@ -42,10 +42,10 @@ pub enum ChainError {
 }
 
 fn call_err(what: &'static str) -> impl FnOnce(alloy::contract::Error) -> ChainError {
-    move |e| match e.as_decoded_interface_error::<Market::MarketErrors>() {
-        Some(reason) => ChainError::Refused {
+    move |e| match Refusal::decode(&e) {
+        Some(r) => ChainError::Refused {
             what,
-            reason: format!("{reason:?}"),
+            reason: refusal_reason(&r),
         },
         None => ChainError::Call {
             what,
@@ -60,11 +60,16 @@ impl From<TxError> for ChainError {
             // One refusal for the API however it was found (a call or a transaction).
             TxError::Refused { what, error } => ChainError::Refused {
                 what,
-                reason: format!("{error:?}"),
+                reason: refusal_reason(&error),
             },
             other => ChainError::Tx(other),
         }
     }
+}
+
+/// "<contract> contract: <error>", the tail of a refusal's message.
+pub(crate) fn refusal_reason(r: &Refusal) -> String {
+    format!("{} contract: {}", r.contract(), r.detail())
 }
 
 fn rpc_err(what: &'static str) -> impl FnOnce(alloy::transports::TransportError) -> ChainError {

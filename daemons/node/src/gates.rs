@@ -21,7 +21,7 @@ use sonm_contracts::{Addresses, Failover, FailoverOptions, Gate, RpcError, SNM};
 use sonm_market::Address;
 
 use crate::block_on;
-use crate::chain::{ChainError, as_string};
+use crate::chain::{ChainError, as_string, refusal_reason};
 use crate::config::MainChainConfig;
 use crate::error::ApiError;
 use crate::node::Node;
@@ -52,7 +52,7 @@ pub enum GateError {
     )]
     NoMainChain,
     /// The Gate (or the token) refused: its custom error, decoded. Nothing was sent.
-    #[error("{what} refused by the {chain} chain's Gate: {reason}")]
+    #[error("{what} refused on the {chain} chain by the {reason}")]
     Refused {
         what: &'static str,
         chain: &'static str,
@@ -208,18 +208,12 @@ impl Side<'_> {
     fn tx_err(&self) -> impl FnOnce(TxError) -> GateError {
         let chain = self.name;
         move |e| match e {
-            // The Gate's refusal (ZeroAmount, AmountTooLarge, ...) at the estimate: nothing
-            // was sent. TxSender decodes only the Market's errors; the Gate's are ours.
-            TxError::Estimate { what, source } => {
-                match source.as_decoded_interface_error::<Gate::GateErrors>() {
-                    Some(reason) => GateError::Refused {
-                        what,
-                        chain,
-                        reason: format!("{reason:?}"),
-                    },
-                    None => chain_err(chain, ChainError::Tx(TxError::Estimate { what, source })),
-                }
-            }
+            // The Gate's (or the token's) refusal at the estimate: nothing was sent.
+            TxError::Refused { what, error } => GateError::Refused {
+                what,
+                chain,
+                reason: refusal_reason(&error),
+            },
             other => chain_err(chain, ChainError::from(other)),
         }
     }

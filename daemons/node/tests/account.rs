@@ -192,7 +192,14 @@ fn orders_deals_tokens_blacklist_and_profile_through_the_cli() {
             &U256::MAX.to_string(),
         ],
     );
-    assert!(err.contains("conflict"), "{err}");
+    // The token's own refusal, decoded and named: nothing was sent.
+    assert!(
+        err.contains("HTTP 409")
+            && err.contains("SNM contract")
+            && err.contains("InsufficientBalance"),
+        "{err}"
+    );
+    assert_eq!(chain.snm(friend), U256::from(5000));
 
     // --- Orders: a BID from a spec file (its first hour frozen, the allowance raised for it)
     // and an ASK from flags.
