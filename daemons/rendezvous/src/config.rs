@@ -149,6 +149,7 @@ impl FileConfig {
             },
             // Derived from the key, which this file only names (see main.rs).
             reset_seed: None,
+            renew: None,
         })
     }
 }

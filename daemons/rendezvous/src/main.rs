@@ -47,12 +47,13 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt().with_max_level(level).init();
 
     let key = load_or_create_key(&file.key_file)?;
-    // Clients verify the binding at each handshake; a year, then a restart renews it.
-    let identity = Identity::generate(&key, Duration::from_secs(365 * 24 * 3600))
-        .context("creating the TLS identity")?;
+    // Clients verify the binding at each handshake; the endpoint renews it before it expires.
+    let validity = Duration::from_secs(30 * 24 * 3600);
+    let identity = Identity::generate(&key, validity).context("creating the TLS identity")?;
     let mut config = file.server_config()?;
     // The key file persists, so the reset key does too: a restart resets old clients at once.
     config.reset_seed = Some(key.stateless_reset_seed());
+    config.renew = Some((key.clone(), validity));
     let server = RendezvousServer::start(identity, config).context("starting the server")?;
     tracing::info!(address = %server.address(), "serving");
     sonm_daemon::notify_ready();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sonm_net::identity::unix_now;
 use sonm_net::{
-    Address, Connection, Endpoint, EndpointConfig, FramedRecv, FramedSend, Identity, NetError,
-    with_timeout,
+    Address, Connection, Endpoint, EndpointConfig, EthKey, FramedRecv, FramedSend, Identity,
+    NetError, with_timeout,
 };
 use sonm_rendezvous_proto::{
     ALPN, Ctx, Effect, Limits, Notify, NotifyAck, Rate, Refusal, RelayAllocated, Request, Response,
@@ -55,6 +55,11 @@ pub struct ServerConfig {
     /// (a keep-alive), so workers re-publish at once instead of after the idle timeout, and
     /// nodes learn that relays through the old process are gone.
     pub reset_seed: Option<[u8; 32]>,
+    /// The server's key and certificate validity: the endpoint makes a fresh certificate
+    /// for the same key when the current one enters the last third of its life, so a server
+    /// that runs longer than one validity keeps being accepted. `None`: the identity given
+    /// to `start` is used until it expires.
+    pub renew: Option<(EthKey, Duration)>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +76,7 @@ impl Default for ServerConfig {
                 burst: 50,
             },
             reset_seed: None,
+            renew: None,
         }
     }
 }
@@ -175,8 +181,7 @@ impl RendezvousServer {
                 // Without a stable seed a restarted server's resets do not verify, and its
                 // clients' keep-alives go unanswered until the idle timeout (60 s).
                 reset_seed: config.reset_seed,
-                // The daemon's certificate is valid a year from each start (main.rs).
-                renew: None,
+                renew: config.renew.clone(),
             },
         )?;
         let shared = Arc::new(Shared {

@@ -478,6 +478,37 @@ fn a_pinned_server_address_is_checked() {
     });
 }
 
+// A server that runs past its certificate's end: with `renew` (what the daemon sets) a worker
+// publishing after the first certificate expired is still accepted, for the same address.
+#[test]
+fn the_server_renews_its_certificate_before_it_expires() {
+    run(async {
+        let key = EthKey::random();
+        let validity = Duration::from_secs(3);
+        let identity = Identity::generate(&key, validity).unwrap();
+        let config = ServerConfig {
+            renew: Some((key.clone(), validity)),
+            ..ServerConfig::default()
+        };
+        let server = RendezvousServer::start_with_tap(identity, config, None).unwrap();
+        assert_eq!(server.address(), key.address());
+        let before =
+            RendezvousClient::bind(loopback(), &EthKey::random(), client_config(&server, None))
+                .await
+                .unwrap();
+        drop(before);
+        smol::Timer::after(Duration::from_millis(3500)).await;
+        let after =
+            RendezvousClient::bind(loopback(), &EthKey::random(), client_config(&server, None))
+                .await;
+        assert!(
+            after.is_ok(),
+            "refused after the first certificate's end: {after:?}"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn a_handshake_flood_from_one_ip_is_refused_before_any_crypto() {
     run(async {
