@@ -124,6 +124,7 @@ for p in "${PACKAGES[@]}"; do
   depends=$(cd "$work/shlibs" && dpkg-shlibdeps -O -e "$stage/usr/bin/$bin" 2>/dev/null |
     sed -n 's/^shlibs:Depends=//p')
   extra=""
+  suggests=""
   if [ "$pkg" != sonm-cli ]; then
     # A daemon: its unit, default configuration (installed by the postinst when absent) and
     # maintainer scripts.
@@ -138,6 +139,9 @@ for p in "${PACKAGES[@]}"; do
     extra="The package creates the system user $pkg and, if absent, /etc/sonm/$name.toml, and installs the systemd unit $pkg.service without enabling it."
   fi
   if [ "$pkg" = sonm-worker ]; then
+    # Containers (opt-in) run with runc, give /output a loop-mounted ext4 of the quota
+    # (e2fsprogs) and outbound networking with a veth and an nftables table.
+    suggests="runc, iproute2, nftables, e2fsprogs"
     # The containers drop-in, not active: a supplier who opts into containers copies it to
     # /etc/systemd/system/sonm-worker.service.d/ (see its comments).
     install -m 0644 systemd/sonm-worker.service.d/containers.conf "$stage/usr/share/$pkg/containers.conf"
@@ -162,6 +166,7 @@ for p in "${PACKAGES[@]}"; do
     echo "Maintainer: $maintainer"
     echo "Installed-Size: $size"
     echo "Depends: $depends"
+    if [ -n "$suggests" ]; then echo "Suggests: $suggests"; fi
     echo "Section: net"
     echo "Priority: optional"
     echo "Description: $(synopsis "$pkg")"

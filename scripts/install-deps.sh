@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: a C toolchain for -sys crates, node + npm for the EVM tools,
 # jq for the main-job script, iproute2 + iptables for the rendezvous tests' simulated NATs (network namespaces),
-# runc + busybox-static for the worker's container tests (runc, not crun: crun fails on hybrid cgroups).
-packages=(build-essential pkg-config nodejs npm iproute2 iptables jq runc busybox-static)
+# runc + busybox-static for the worker's container tests (runc, not crun: crun fails on hybrid cgroups),
+# nftables + e2fsprogs for the containers' outbound networking and /output quota.
+packages=(build-essential pkg-config nodejs npm iproute2 iptables jq runc busybox-static nftables e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -81,6 +81,8 @@ fn task_error_code(e: &TaskError) -> (u16, &'static str) {
         | TaskError::UploadNotReady { .. } => (502, "worker_upload_failed"),
         TaskError::UnknownOutput { .. } => (404, "worker_unknown_output"),
         TaskError::DealClosing(_) => (409, "worker_deal_closing"),
+        // The worker's own check of its stored bytes: the same failure as the client's.
+        TaskError::ResultCorrupt { .. } => (502, "worker_output_corrupt"),
     }
 }
 

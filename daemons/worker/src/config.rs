@@ -13,6 +13,14 @@
 //! poll_interval_ms = 2000
 //! wasm_metering = "epoch"   # or "fuel": how tasks run unless they ask for fuel (see below)
 //! containers = false        # true: also run native containers with runc (needs root)
+//! # Containers whose plan offers `outbound` get a veth with NAT: one /30 each of this subnet;
+//! # they never reach the host itself, other containers, 169.254.0.0/16 (metadata) or these
+//! # ranges (the supplier's LAN; default: every RFC 1918 range and 100.64.0.0/10).
+//! container_subnet = "10.217.0.0/16"
+//! container_denied = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]
+//! # How long finished tasks' results (outputs, stdout, stderr; kept on disk under
+//! # <state_dir>/results) stay fetchable after their deal ended, in seconds.
+//! result_retention_s = 86400
 //! master = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"   # optional: receives the payouts
 //! # Optional: publish this worker to a sonm-rendezvous server (host:port) from the task
 //! # service's own UDP socket, so that customers behind NAT (or without its address) reach
@@ -108,6 +116,17 @@ pub struct Config {
     /// container tasks are refused with the reason.
     #[serde(default)]
     pub containers: bool,
+    /// The private subnet outbound containers get their addresses from (a /30 per task).
+    #[serde(default = "default_container_subnet")]
+    pub container_subnet: String,
+    /// Destinations outbound containers may not reach (the supplier's LAN), besides the host,
+    /// the other containers and link-local addresses, which are always denied.
+    #[serde(default = "default_container_denied")]
+    pub container_denied: Vec<String>,
+    /// Seconds a finished task's result (kept on disk under `<state_dir>/results`, across
+    /// restarts) stays fetchable after its deal ended; then it is removed (the receipt stays).
+    #[serde(default = "default_result_retention")]
+    pub result_retention_s: u64,
     /// The master address that receives this worker's payouts (it confirms the registration
     /// on chain with `confirmWorker`); none: the worker is paid itself.
     #[serde(default)]
@@ -157,6 +176,15 @@ fn default_listen() -> SocketAddr {
 fn default_netflags() -> String {
     "outbound".into()
 }
+fn default_container_subnet() -> String {
+    crate::containers::DEFAULT_SUBNET.into()
+}
+fn default_container_denied() -> Vec<String> {
+    crate::containers::DEFAULT_DENIED
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
 fn default_poll() -> u64 {
     2000
 }
@@ -165,6 +193,9 @@ fn default_max_tasks() -> u32 {
 }
 fn default_max_wall() -> u64 {
     3_600_000
+}
+fn default_result_retention() -> u64 {
+    24 * 3600
 }
 
 /// A plan as written in the configuration (human units).
@@ -252,6 +283,9 @@ impl Config {
             max_task_wall_time_ms: default_max_wall(),
             wasm_metering: WasmMetering::default(),
             containers: false,
+            container_subnet: default_container_subnet(),
+            container_denied: default_container_denied(),
+            result_retention_s: default_result_retention(),
             master: None,
             rendezvous: None,
             rendezvous_address: None,
@@ -285,6 +319,16 @@ impl Config {
                 path: PathBuf::from("netflags"),
                 message: e.to_string(),
             })
+    }
+
+    /// Outbound networking for containers (`container_subnet`, `container_denied`).
+    pub fn container_net(&self) -> Result<crate::containers::NetConfig, ConfigError> {
+        crate::containers::NetConfig::new(&self.container_subnet, &self.container_denied).map_err(
+            |e| ConfigError::Parse {
+                path: PathBuf::from("container_subnet/container_denied"),
+                message: e.to_string(),
+            },
+        )
     }
 
     pub fn plan_specs(&self) -> Result<Vec<PlanSpec>, ConfigError> {
@@ -328,6 +372,7 @@ mod tests {
         assert_eq!(c.listen.port(), 15010);
         assert_eq!(c.rpc_url.urls().len(), 2);
         assert_eq!(c.wasm_metering, WasmMetering::Epoch);
+        assert_eq!(c.result_retention_s, 86_400);
         assert_eq!(c.rendezvous.as_deref(), Some("127.0.0.1:7666"));
         assert!(c.rendezvous_address.is_some());
         let autotrader = c.autotrader.as_ref().expect("[autotrader]");

@@ -10,18 +10,26 @@
 //! namespace (container ids 0..65535 are host ids [`HOST_ID_BASE`]..+65535, so the container's
 //! root is an unprivileged user on the host), with every capability dropped and
 //! `noNewPrivileges`, new pid/ipc/uts/mount/network namespaces (the network one has only
-//! loopback), a read-only rootfs with a writable `/output` (a per-task host directory) and a tmpfs
-//! `/tmp`, and cgroup limits from the slice (memory = memory+swap, CPU quota = cores × period,
-//! pids). The deal's GPUs are the only devices added to runc's default minimal set.
+//! loopback, unless the deal's plan offers outbound: then a veth with NAT, see [`NetConfig`]), a
+//! read-only rootfs with a writable `/output` (a per-task filesystem of the output quota, so the
+//! kernel stops writes past it: [`mount_output`]) and a tmpfs `/tmp`, and cgroup limits from the
+//! slice (memory = memory+swap, CPU quota = cores × period, pids). The deal's GPUs are the only
+//! devices added to runc's default minimal set.
 //!
 //! The I/O side: [`Containers`] keeps bundles under `<state>/containers/<task>` and runc's own
 //! state under `<state>/runc` (its `--root`), so `runc list` there shows only this worker's
-//! containers, and a restart after a crash deletes them ([`Containers::clean_leftovers`]).
+//! containers; [`Containers::run_task`] sets up `/output` and the network around runc and tears
+//! them down after; a restart after a crash deletes what is left
+//! ([`Containers::clean_leftovers`]). The pure parts (the config, the mkfs arguments, the
+//! "full" rule, address slots, the nftables ruleset, the hook script) are functions of their
+//! inputs, unit-tested.
 
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +65,23 @@ pub struct Spec {
     pub hostname: String,
     pub mounts: Vec<Mount>,
     pub linux: Linux,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hooks: Option<Hooks>,
+}
+
+/// OCI hooks: run by runc as root in the host's namespaces (never the customer's code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    pub create_runtime: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    pub path: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub timeout: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,7 +218,10 @@ pub struct Pids {
 /// A host character device passed into the container (a GPU's nodes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceNode {
+    /// Where the container sees it (`/dev/nvidia0`).
     pub path: String,
+    /// The host's node (`<device dir>/nvidia0`).
+    pub host_path: PathBuf,
     pub major: i64,
     pub minor: i64,
 }
@@ -211,6 +239,9 @@ pub struct ContainerLimits {
     pub rootfs_bytes: u64,
     /// The host GPUs (NVIDIA indexes) of the deal's slice.
     pub gpus: Vec<u32>,
+    /// The deal's plan offers outbound networking (netflag bit 0): the container gets its own
+    /// veth with NAT to the outside (see [`NetConfig`]); otherwise only loopback.
+    pub outbound: bool,
 }
 
 /// Everything the OCI config is made from: the customer's request (args, env, cwd) and the
@@ -229,6 +260,10 @@ pub struct ContainerPlan {
     pub output_dir: PathBuf,
     /// The container's cgroup, relative to each hierarchy's root.
     pub cgroups_path: String,
+    /// With outbound networking: the script (written at start by [`Containers::run_task`])
+    /// that runc runs as a `createRuntime` hook to move the task's veth into the container's
+    /// network namespace.
+    pub network_hook: Option<PathBuf>,
 }
 
 /// A request that cannot become a container config.
@@ -313,17 +348,17 @@ pub fn runtime_config(plan: &ContainerPlan) -> Result<Spec, SpecError> {
         minor: None,
         access: s("rwm"),
     }];
-    let mut devices = Vec::new();
+    // The nodes are bind mounts, not `linux.devices`: in a user namespace runc cannot mknod
+    // and binds the host node at the *same* path anyway; binding it ourselves lets the node
+    // come from the worker's device directory (tests use nodes made in a temporary one).
+    let mut device_mounts = Vec::new();
     for d in &plan.devices {
-        devices.push(Device {
-            path: d.path.clone(),
-            kind: s("c"),
-            major: d.major,
-            minor: d.minor,
-            file_mode: 0o666,
-            uid: 0,
-            gid: 0,
-        });
+        device_mounts.push(mount(
+            &d.path,
+            "bind",
+            &d.host_path.to_string_lossy(),
+            &["bind", "rw", "nosuid", "noexec"],
+        ));
         rules.push(DeviceRule {
             allow: true,
             kind: Some(s("c")),
@@ -334,6 +369,71 @@ pub fn runtime_config(plan: &ContainerPlan) -> Result<Spec, SpecError> {
         });
     }
     let tmp_size = format!("size={}", plan.memory_bytes);
+    let hooks = plan.network_hook.as_ref().map(|script| Hooks {
+        create_runtime: vec![Hook {
+            path: s("/bin/sh"),
+            args: vec![s("sh"), script.to_string_lossy().into_owned()],
+            env: vec![s("PATH=/usr/sbin:/usr/bin:/sbin:/bin")],
+            timeout: 10,
+        }],
+    });
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &[]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        // tmpfs pages count against the memory cgroup, so its size is the memory limit.
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &tmp_size],
+        ),
+        // `noexec` as the filesystem under it is mounted: in the user namespace the kernel
+        // refuses a bind that would drop a flag of its source.
+        mount(
+            "/output",
+            "bind",
+            &plan.output_dir.to_string_lossy(),
+            &["rbind", "rw", "nosuid", "nodev", "noexec"],
+        ),
+    ];
+    // After /dev's tmpfs, which they land in.
+    mounts.extend(device_mounts);
     Ok(Spec {
         oci_version: s("1.0.2"),
         process: Process {
@@ -355,59 +455,8 @@ pub fn runtime_config(plan: &ContainerPlan) -> Result<Spec, SpecError> {
             readonly: true,
         },
         hostname: s("sonm-task"),
-        mounts: vec![
-            mount("/proc", "proc", "proc", &[]),
-            mount(
-                "/dev",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "strictatime", "mode=755", "size=65536k"],
-            ),
-            mount(
-                "/dev/pts",
-                "devpts",
-                "devpts",
-                &[
-                    "nosuid",
-                    "noexec",
-                    "newinstance",
-                    "ptmxmode=0666",
-                    "mode=0620",
-                    "gid=5",
-                ],
-            ),
-            mount(
-                "/dev/shm",
-                "tmpfs",
-                "shm",
-                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-            ),
-            mount(
-                "/dev/mqueue",
-                "mqueue",
-                "mqueue",
-                &["nosuid", "noexec", "nodev"],
-            ),
-            mount(
-                "/sys",
-                "sysfs",
-                "sysfs",
-                &["nosuid", "noexec", "nodev", "ro"],
-            ),
-            // tmpfs pages count against the memory cgroup, so its size is the memory limit.
-            mount(
-                "/tmp",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "nodev", "mode=1777", &tmp_size],
-            ),
-            mount(
-                "/output",
-                "bind",
-                &plan.output_dir.to_string_lossy(),
-                &["rbind", "rw", "nosuid", "nodev"],
-            ),
-        ],
+        mounts,
+        hooks,
         linux: Linux {
             uid_mappings: ids.clone(),
             gid_mappings: ids,
@@ -415,7 +464,7 @@ pub fn runtime_config(plan: &ContainerPlan) -> Result<Spec, SpecError> {
                 .iter()
                 .map(|k| Namespace { kind: s(k) })
                 .collect(),
-            devices,
+            devices: Vec::new(),
             cgroups_path: plan.cgroups_path.clone(),
             resources: Resources {
                 devices: rules,
@@ -462,19 +511,31 @@ pub fn runtime_config(plan: &ContainerPlan) -> Result<Spec, SpecError> {
 /// The device nodes for GPUs `indexes` (NVIDIA): the control and UVM nodes once, then
 /// `/dev/nvidiaN` per GPU. `stat` gives a node's numbers (`None`: the node is missing).
 pub fn gpu_device_nodes(
+    device_dir: &Path,
     indexes: &[u32],
-    stat: impl Fn(&str) -> Option<(i64, i64)>,
+    stat: impl Fn(&Path) -> Option<(i64, i64)>,
 ) -> Result<Vec<DeviceNode>, String> {
     if indexes.is_empty() {
         return Ok(Vec::new());
     }
-    let mut paths = vec![s("/dev/nvidiactl"), s("/dev/nvidia-uvm")];
-    paths.extend(indexes.iter().map(|i| format!("/dev/nvidia{i}")));
-    paths
+    let mut names = vec![s("nvidiactl"), s("nvidia-uvm")];
+    names.extend(indexes.iter().map(|i| format!("nvidia{i}")));
+    names
         .into_iter()
-        .map(|path| match stat(&path) {
-            Some((major, minor)) => Ok(DeviceNode { path, major, minor }),
-            None => Err(format!("{path} is missing (NVIDIA driver not loaded?)")),
+        .map(|name| {
+            let host_path = device_dir.join(&name);
+            match stat(&host_path) {
+                Some((major, minor)) => Ok(DeviceNode {
+                    path: format!("/dev/{name}"),
+                    host_path,
+                    major,
+                    minor,
+                }),
+                None => Err(format!(
+                    "{} is missing (NVIDIA driver not loaded?)",
+                    host_path.display()
+                )),
+            }
         })
         .collect()
 }
@@ -495,7 +556,7 @@ pub fn gpu_indexes(plans: &[(u64, u32)], plan: u64) -> Vec<u32> {
 }
 
 /// A host character device's (major, minor), if `path` is one.
-pub fn stat_char_device(path: &str) -> Option<(i64, i64)> {
+pub fn stat_char_device(path: &Path) -> Option<(i64, i64)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let m = std::fs::metadata(path).ok()?;
     if !m.file_type().is_char_device() {
@@ -804,6 +865,8 @@ pub enum ContainerError {
     Start(String),
     #[error("runc {command} failed: {message}")]
     Runc { command: String, message: String },
+    #[error("{command} failed: {message}")]
+    Tool { command: String, message: String },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -1086,6 +1149,12 @@ pub struct Containers {
     /// host-wide): the worker's address, shortened.
     pub instance: String,
     pub ready: Result<String, Unavailable>,
+    /// Where the host's GPU nodes are (`/dev`; tests point it at nodes they make).
+    pub device_dir: PathBuf,
+    /// Outbound networking: the tasks' subnet and what they may not reach.
+    pub net: NetConfig,
+    /// Held while this worker's nftables table is created (once).
+    table_ready: Arc<Mutex<bool>>,
 }
 
 impl Containers {
@@ -1104,7 +1173,22 @@ impl Containers {
             dir: state_dir.join("containers"),
             instance,
             ready,
+            device_dir: PathBuf::from("/dev"),
+            net: NetConfig::default(),
+            table_ready: Arc::new(Mutex::new(false)),
         }
+    }
+
+    /// GPU nodes from `dir` instead of `/dev`.
+    pub fn with_device_dir(mut self, dir: PathBuf) -> Self {
+        self.device_dir = dir;
+        self
+    }
+
+    /// Outbound networking with `net` instead of [`NetConfig::default`].
+    pub fn with_net(mut self, net: NetConfig) -> Self {
+        self.net = net;
+        self
     }
 
     /// The container id of `task` (runc's name, also its cgroup's name).
@@ -1137,6 +1221,17 @@ impl Containers {
                 deleted += 1;
             }
         }
+        if self.ready.is_ok() {
+            // Once the containers are gone: network namespaces and veths of an earlier run,
+            // its nftables table (made again at the next outbound task) and its /output
+            // filesystems.
+            self.clean_network();
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            for m in mounts_under(&mountinfo, &self.dir) {
+                unmount(&m)?;
+                tracing::info!(mount = %m.display(), "unmounted an /output left by an earlier run");
+            }
+        }
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
                 for e in entries {
@@ -1149,6 +1244,648 @@ impl Containers {
             Err(e) => return Err(io_err("listing bundles")(e)),
         }
         Ok(deleted)
+    }
+}
+
+// ------------------------------------------------------------------ a running task
+
+/// A container that ran, with its `/output` files read back (or why they were refused).
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: Outcome,
+    pub outputs: Result<Vec<(String, Vec<u8>)>, String>,
+}
+
+impl Containers {
+    /// Runs task `task`'s bundle (prepared, `config.json` written) to its end: `/output` on a
+    /// filesystem of its quota, the veth when `limits.outbound`, runc, the outputs read back;
+    /// then the network and the filesystem are torn down whatever happened.
+    pub fn run_task(
+        &self,
+        task: u64,
+        limits: &ContainerLimits,
+        cancel: &CancelHandle,
+        log_cap: u64,
+    ) -> Result<Finished, ContainerError> {
+        let bundle = self.bundle(task);
+        let output = bundle.join("output");
+        mount_output(&bundle, limits.output_bytes, limits.output_entries)?;
+        let ran = self.run_mounted(task, limits, cancel, log_cap, &output);
+        if let Err(e) = unmount(&output) {
+            tracing::warn!(task, "unmounting /output: {e}");
+        }
+        ran
+    }
+
+    fn run_mounted(
+        &self,
+        task: u64,
+        limits: &ContainerLimits,
+        cancel: &CancelHandle,
+        log_cap: u64,
+        output: &Path,
+    ) -> Result<Finished, ContainerError> {
+        let id = self.id(task);
+        let lease = if limits.outbound {
+            Some(self.net_setup(task)?)
+        } else {
+            None
+        };
+        let outcome = run(
+            &self.runc,
+            &self.bundle(task),
+            &id,
+            &self.cgroups_path(task),
+            cancel,
+            Duration::from_millis(limits.wall_time_ms),
+            log_cap,
+        );
+        if let Some(lease) = lease {
+            self.net_teardown(&lease);
+        }
+        let outcome = outcome?;
+        let outputs = match output_full(output, limits.output_bytes, limits.output_entries) {
+            Some(hit) => Err(format!("{hit} ({})", describe_end(&outcome.end))),
+            None => collect_outputs(output, limits.output_bytes, limits.output_entries),
+        };
+        Ok(Finished { outcome, outputs })
+    }
+}
+
+fn describe_end(end: &Result<i32, Killed>) -> String {
+    match end {
+        Ok(code) => format!("the container exited with code {code}"),
+        Err(Killed::Oom) => "the container was killed at its memory limit".into(),
+        Err(Killed::Stopped) => "the container was stopped".into(),
+        Err(Killed::WallTime) => "the container was killed at its wall time".into(),
+    }
+}
+
+// ------------------------------------------------------------------ /output's quota
+
+/// The image of a task's `/output` filesystem, in its bundle.
+pub const OUTPUT_IMAGE: &str = "output.img";
+/// The smallest filesystem mkfs.ext4 makes reliably; a smaller quota still gets this much
+/// (what is read back stays capped at the quota).
+pub const MIN_OUTPUT_FS: u64 = 64 << 10;
+/// Inodes ext4 keeps for itself (1..=10, the root among them).
+const EXT4_RESERVED_INODES: u64 = 10;
+
+/// Why a task's `/output` refused its writes: the kernel enforced the quota while it ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaHit {
+    #[error(
+        "the task filled /output: its quota is {quota} bytes and writes past it failed (ENOSPC)"
+    )]
+    Bytes { quota: u64 },
+    #[error(
+        "the task filled /output: its quota is {quota} entries and creating more failed (ENOSPC)"
+    )]
+    Entries { quota: u64 },
+}
+
+/// The size of a task's `/output` filesystem: its quota in whole KiB (ext4's block), at least
+/// [`MIN_OUTPUT_FS`]. The image is sparse, so the host's disk holds at most this much for it.
+pub fn output_fs_bytes(quota: u64) -> u64 {
+    quota.max(MIN_OUTPUT_FS) / 1024 * 1024
+}
+
+/// mkfs.ext4's arguments for a task's `/output` image: no journal (a throwaway filesystem; the
+/// journal would take the quota's space), no reserved blocks, inodes for `entries` (mkfs
+/// rounds up to whole inode-table blocks), the root owned by the container's root.
+pub fn mkfs_args(image: &Path, entries: u64) -> Vec<String> {
+    let inodes = entries
+        .saturating_add(EXT4_RESERVED_INODES)
+        .min(u64::from(u32::MAX));
+    vec![
+        s("-q"),
+        s("-F"),
+        s("-O"),
+        s("^has_journal"),
+        s("-m"),
+        s("0"),
+        s("-N"),
+        inodes.to_string(),
+        s("-E"),
+        format!("root_owner={HOST_ID_BASE}:{HOST_ID_BASE}"),
+        image.to_string_lossy().into_owned(),
+    ]
+}
+
+/// Whether a filesystem of `fs_bytes` with `avail` bytes and `free_inodes` inodes left was
+/// filled: ext4 keeps a little back for its own metadata and a write of a whole buffer fails
+/// before the last bytes, so "full" is within 64 KiB or 1% of the end. (The container's errno
+/// is not visible here: a single write bigger than the rest fails and may leave more.)
+pub fn judge_full(
+    fs_bytes: u64,
+    avail: u64,
+    free_inodes: u64,
+    quota_bytes: u64,
+    quota_entries: u64,
+) -> Option<QuotaHit> {
+    if free_inodes == 0 {
+        return Some(QuotaHit::Entries {
+            quota: quota_entries,
+        });
+    }
+    let margin = (64u64 << 10).max(fs_bytes / 100);
+    (avail < margin).then_some(QuotaHit::Bytes { quota: quota_bytes })
+}
+
+/// [`judge_full`] on the mounted `/output` at `dir`.
+fn output_full(dir: &Path, quota_bytes: u64, quota_entries: u64) -> Option<QuotaHit> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    judge_full(
+        st.f_blocks.saturating_mul(st.f_frsize),
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_favail,
+        quota_bytes,
+        quota_entries,
+    )
+}
+
+fn command_output(program: &str, args: &[&str]) -> Result<Vec<u8>, ContainerError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err(format!("running {program}")))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(ContainerError::Tool {
+            command: format!("{program} {}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Mounts a new ext4 filesystem of the task's quota (a sparse image in the bundle, on a loop
+/// device) at `<bundle>/output`, nosuid, nodev, noexec. The kernel then refuses writes past the
+/// quota while the container runs (ENOSPC), so a container cannot fill the host's disk.
+///
+/// Why a loop-mounted ext4 and not a tmpfs with `size=`/`nr_inodes=`: tmpfs pages are memory,
+/// charged to the writer's memory cgroup, so the output quota would eat the container's memory
+/// limit (a 64 MiB output in a 32 MiB container would be an OOM kill, not ENOSPC) and take RAM
+/// from small boxes; ext4's pages are page cache, written back to the image on disk.
+/// `mkfs.ext4` (e2fsprogs, Debian's "required") and util-linux's `mount -o loop` (which finds a
+/// free loop device and frees it at unmount) are used instead of reimplementing the loop ioctls.
+pub fn mount_output(bundle: &Path, quota_bytes: u64, entries: u64) -> Result<(), ContainerError> {
+    let image = bundle.join(OUTPUT_IMAGE);
+    let dir = bundle.join("output");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&image)
+        .map_err(io_err(format!("creating {}", image.display())))?;
+    f.set_len(output_fs_bytes(quota_bytes))
+        .map_err(io_err("sizing the /output image"))?;
+    drop(f);
+    let args = mkfs_args(&image, entries);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    command_output("mkfs.ext4", &args)?;
+    let (image, dir_s) = (image.to_string_lossy(), dir.to_string_lossy());
+    command_output(
+        "mount",
+        &[
+            "-t",
+            "ext4",
+            "-o",
+            "loop,nosuid,nodev,noexec",
+            &image,
+            &dir_s,
+        ],
+    )?;
+    // mkfs's lost+found would be one of the task's outputs (and take its entries).
+    if let Err(e) = std::fs::remove_dir(dir.join("lost+found")) {
+        let _ = unmount(&dir);
+        return Err(io_err("removing lost+found")(e));
+    }
+    Ok(())
+}
+
+/// Unmounts `dir` (the loop device goes with it); if something still holds it, detaches it
+/// (the kernel frees it with its last user) rather than leave it mounted under the bundle.
+pub fn unmount(dir: &Path) -> Result<(), ContainerError> {
+    let dir = dir.to_string_lossy();
+    command_output("umount", &[&dir])
+        .or_else(|_| command_output("umount", &["--lazy", &dir]))
+        .map(drop)
+}
+
+/// Mount points at or under `dir` in `mountinfo` (`/proc/self/mountinfo`'s text), deepest
+/// first, so they can be unmounted in that order.
+pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ------------------------------------------------------------------ outbound networking
+
+/// An IPv4 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// A configured network that is not `a.b.c.d/n` with its host bits clear.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("{0:?} is not an IPv4 network a.b.c.d/n")]
+    BadCidr(String),
+    #[error("{0:?} has host bits set")]
+    HostBits(String),
+    #[error("the containers' subnet {0} is smaller than one /30")]
+    SubnetTooSmall(Ipv4Net),
+}
+
+impl Ipv4Net {
+    fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    /// Whether `other` lies inside this network.
+    pub fn contains(self, other: Ipv4Net) -> bool {
+        other.prefix >= self.prefix && u32::from(other.addr) & self.mask() == u32::from(self.addr)
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = NetError;
+    fn from_str(text: &str) -> Result<Self, NetError> {
+        let bad = || NetError::BadCidr(text.to_string());
+        let (a, p) = text.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        let net = Ipv4Net { addr, prefix };
+        if u32::from(addr) & !net.mask() != 0 {
+            return Err(NetError::HostBits(text.to_string()));
+        }
+        Ok(net)
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Outbound networking for containers whose plan offers it: one /30 of `subnet` per task (the
+/// host's end `.1`, the container's `.2`), masqueraded to the outside. The container may not
+/// reach the host itself, other containers (the whole subnet), link-local addresses
+/// (169.254.0.0/16: cloud metadata services) nor `denied` (the supplier's LAN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub subnet: Ipv4Net,
+    pub denied: Vec<Ipv4Net>,
+}
+
+/// The containers' subnet by default: private, and unlikely to be a LAN's.
+pub const DEFAULT_SUBNET: &str = "10.217.0.0/16";
+/// Denied by default: every private (RFC 1918) and carrier-grade NAT range.
+pub const DEFAULT_DENIED: [&str; 4] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+];
+/// Always denied: link-local, where cloud metadata services answer.
+pub const LINK_LOCAL: &str = "169.254.0.0/16";
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_SUBNET,
+            &DEFAULT_DENIED.iter().map(|d| s(d)).collect::<Vec<_>>(),
+        )
+        .expect("the defaults parse")
+    }
+}
+
+impl NetConfig {
+    /// From the configuration's strings.
+    pub fn new(subnet: &str, denied: &[String]) -> Result<Self, NetError> {
+        let subnet: Ipv4Net = subnet.parse()?;
+        if subnet.prefix > 30 {
+            return Err(NetError::SubnetTooSmall(subnet));
+        }
+        let denied = denied
+            .iter()
+            .map(|d| d.parse())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { subnet, denied })
+    }
+
+    /// How many tasks can have a /30 at once (interface names hold 5 hex digits of the slot).
+    pub fn slots(&self) -> u32 {
+        let size = 1u64 << (32 - u32::from(self.subnet.prefix));
+        (size / 4).min(1 << 20) as u32
+    }
+
+    /// The host's and the container's address of slot `slot`'s /30.
+    pub fn slot_addresses(&self, slot: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        if slot >= self.slots() {
+            return None;
+        }
+        let base = u32::from(self.subnet.addr) + slot * 4;
+        Some((Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
+    }
+
+    /// Every denied destination, nested ranges dropped (an nftables interval set refuses
+    /// overlaps), in order: link-local, the subnet, then the configured ones.
+    pub fn denied_ranges(&self) -> Vec<Ipv4Net> {
+        let mut all = vec![LINK_LOCAL.parse().expect("constant"), self.subnet];
+        all.extend(self.denied.iter().copied());
+        let mut kept: Vec<Ipv4Net> = Vec::new();
+        for (i, n) in all.iter().enumerate() {
+            let covered = all
+                .iter()
+                .enumerate()
+                .any(|(j, m)| j != i && m.contains(*n) && (m != n || j < i));
+            if !covered {
+                kept.push(*n);
+            }
+        }
+        kept
+    }
+}
+
+/// The names of slot `slot`'s veth ends in the host (`host`, and the container's end until it
+/// is moved and renamed `eth0`): 15 bytes at most, with the worker's instance so leftovers can
+/// be told apart from another worker's.
+pub fn link_names(instance: &str, slot: u32) -> (String, String) {
+    let inst: String = instance.chars().take(8).collect();
+    (format!("s{inst}h{slot:x}"), format!("s{inst}p{slot:x}"))
+}
+
+/// This worker's nftables table.
+pub fn nft_table(instance: &str) -> String {
+    let inst: String = instance
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("sonm_{inst}")
+}
+
+/// The nftables table (family `inet`: IPv4 and IPv6 alike) that confines every outbound
+/// container of this worker. The host-side veths are the set `links` (a task's is added at
+/// start, removed at its end). A packet from a container to the host itself is dropped at
+/// input; forwarded to a denied range, or as IPv6 (the containers have no IPv6 route; only
+/// link-local), dropped; connections into a container are dropped (outbound only); what is left
+/// is masqueraded. Only drops are final across tables, so the host's own rules (a Docker host's
+/// FORWARD policy DROP) still apply on top.
+pub fn nft_ruleset(table: &str, net: &NetConfig) -> String {
+    let denied: Vec<String> = net.denied_ranges().iter().map(|n| n.to_string()).collect();
+    format!(
+        "table inet {table} {{
+  set links {{ type ifname; }}
+  set denied {{ type ipv4_addr; flags interval; elements = {{ {denied} }} }}
+  chain input {{ type filter hook input priority 0; policy accept;
+    iifname @links drop
+  }}
+  chain forward {{ type filter hook forward priority 0; policy accept;
+    iifname @links ip daddr @denied drop
+    iifname @links meta nfproto ipv6 drop
+    oifname @links ct state established,related accept
+    oifname @links drop
+  }}
+  chain postrouting {{ type nat hook postrouting priority 100; policy accept;
+    iifname @links oifname != @links masquerade
+  }}
+}}
+",
+        denied = denied.join(", ")
+    )
+}
+
+/// The `createRuntime` hook's script: runc runs it as root in the host's namespaces once the
+/// container's namespaces exist, with the container's state (JSON, one line) on stdin. It names
+/// the container's network namespace `netns` and moves the veth end `peer` into it as `eth0`
+/// with `container`/30, the default route via `host`. The namespace is runc's own (created in
+/// the container's user namespace) rather than one made beforehand and joined by path: the
+/// kernel lets a container mount a fresh /sys only in a network namespace its user namespace
+/// owns.
+pub fn hook_script(netns: &str, peer: &str, host: Ipv4Addr, container: Ipv4Addr) -> String {
+    format!(
+        "set -eu
+pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p')
+test -n \"$pid\"
+ip netns attach {netns} \"$pid\"
+ip link set {peer} netns {netns}
+ip -n {netns} link set {peer} name eth0
+ip -n {netns} addr add {container}/30 dev eth0
+ip -n {netns} link set eth0 up
+ip -n {netns} link set lo up
+ip -n {netns} route add default via {host}
+"
+    )
+}
+
+/// A task's network: its veth's host end and the name of its network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetLease {
+    pub link: String,
+    pub netns: String,
+}
+
+impl Containers {
+    fn ensure_table(&self) -> Result<(), ContainerError> {
+        let mut ready = self.table_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if *ready {
+            return Ok(());
+        }
+        let table = nft_table(&self.instance);
+        if command_output("nft", &["list", "table", "inet", &table]).is_err() {
+            nft_apply(&nft_ruleset(&table, &self.net))?;
+        }
+        *ready = true;
+        Ok(())
+    }
+
+    /// Before runc: a veth pair in a free /30 (the kernel's refusal of a taken interface name
+    /// is the allocation, so two tasks never share one), the host end addressed and in the
+    /// table's `links`, forwarding on, and the hook's script in the bundle.
+    ///
+    /// `ip` and `nft` are run rather than spoken to over netlink from a crate: they are
+    /// iproute2 and nftables, on every Debian box, and a few commands per task are cheap.
+    fn net_setup(&self, task: u64) -> Result<NetLease, ContainerError> {
+        self.ensure_table()?;
+        // The host routes between the containers' veths and its uplink (as Docker does).
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(io_err("enabling IPv4 forwarding"))?;
+        let slots = self.net.slots();
+        let first = (task % u64::from(slots)) as u32;
+        let mut found = None;
+        for i in 0..slots {
+            let slot = (first + i) % slots;
+            let (link, peer) = link_names(&self.instance, slot);
+            match command_output(
+                "ip",
+                &["link", "add", &link, "type", "veth", "peer", "name", &peer],
+            ) {
+                Ok(_) => {
+                    found = Some((slot, link, peer));
+                    break;
+                }
+                Err(ContainerError::Tool { message, .. }) if message.contains("exists") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((slot, link, peer)) = found else {
+            return Err(ContainerError::Tool {
+                command: "ip link add".into(),
+                message: format!("all {slots} addresses of {} are taken", self.net.subnet),
+            });
+        };
+        let lease = NetLease {
+            link,
+            netns: self.id(task),
+        };
+        let (host, container) = self.net.slot_addresses(slot).expect("slot < slots");
+        let configured = (|| {
+            // No IPv6 on the host end: the container could otherwise reach it link-local.
+            let _ = std::fs::write(
+                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", lease.link),
+                "1",
+            );
+            command_output(
+                "ip",
+                &["addr", "add", &format!("{host}/30"), "dev", &lease.link],
+            )?;
+            command_output("ip", &["link", "set", &lease.link, "up"])?;
+            nft_apply(&format!(
+                "add element inet {} links {{ \"{}\" }}\n",
+                nft_table(&self.instance),
+                lease.link
+            ))?;
+            let script = self.bundle(task).join("network.sh");
+            std::fs::write(&script, hook_script(&lease.netns, &peer, host, container))
+                .map_err(io_err("writing the network hook"))
+        })();
+        match configured {
+            Ok(()) => Ok(lease),
+            Err(e) => {
+                self.net_teardown(&lease);
+                Err(e)
+            }
+        }
+    }
+
+    /// After the container is gone: the veth out of the table, the named namespace and the
+    /// veth (gone with the namespace once the container's processes are; deleted here if the
+    /// hook never moved it).
+    fn net_teardown(&self, lease: &NetLease) {
+        let _ = nft_apply(&format!(
+            "delete element inet {} links {{ \"{}\" }}\n",
+            nft_table(&self.instance),
+            lease.link
+        ));
+        let _ = command_output("ip", &["netns", "delete", &lease.netns]);
+        let _ = command_output("ip", &["link", "delete", &lease.link]);
+    }
+
+    /// What an earlier run's outbound tasks left: named namespaces `<id prefix>*`, host veths
+    /// of this instance, the table. Errors are logged: a box without `ip`/`nft` has none.
+    fn clean_network(&self) {
+        let prefix = format!("{ID_PREFIX}{}-", self.instance);
+        if let Ok(out) = command_output("ip", &["netns", "list"]) {
+            for name in String::from_utf8_lossy(&out)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| n.starts_with(&prefix))
+            {
+                match command_output("ip", &["netns", "delete", name]) {
+                    Ok(_) => tracing::info!(
+                        netns = name,
+                        "deleted a network namespace left by an earlier run"
+                    ),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        }
+        let (link0, _) = link_names(&self.instance, 0);
+        let link_prefix = &link0[..link0.len() - 1];
+        if let Ok(out) = command_output("ip", &["-o", "link", "show"]) {
+            for name in String::from_utf8_lossy(&out).lines().filter_map(|l| {
+                // "7: name@peer: <...>"
+                let name = l.split(": ").nth(1)?;
+                Some(name.split('@').next().unwrap_or(name).to_string())
+            }) {
+                if name.starts_with(link_prefix) {
+                    let _ = command_output("ip", &["link", "delete", &name]);
+                }
+            }
+        }
+        let _ = command_output(
+            "nft",
+            &["delete", "table", "inet", &nft_table(&self.instance)],
+        );
+        *self.table_ready.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+}
+
+/// Runs `nft -f -` on `rules` (one transaction).
+fn nft_apply(rules: &str) -> Result<(), ContainerError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err("running nft"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(io_err("writing to nft"))?;
+    }
+    let out = child.wait_with_output().map_err(io_err("running nft"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ContainerError::Tool {
+            command: "nft -f -".into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -1221,6 +1958,7 @@ mod tests {
             devices: Vec::new(),
             output_dir: "/var/lib/sonm/worker/containers/7/output".into(),
             cgroups_path: "/sonm/sonm-x-7".into(),
+            network_hook: None,
         }
     }
 
@@ -1294,7 +2032,7 @@ mod tests {
 
     #[test]
     fn gpus_get_their_nodes_and_cgroup_rules() {
-        let stat = |p: &str| match p {
+        let stat = |p: &Path| match p.to_str()? {
             "/dev/nvidiactl" => Some((195, 255)),
             "/dev/nvidia-uvm" => Some((508, 0)),
             p => p
@@ -1302,18 +2040,37 @@ mod tests {
                 .and_then(|n| n.parse().ok())
                 .map(|n| (195, n)),
         };
-        let devices = gpu_device_nodes(&[1, 3], stat).unwrap();
+        let devices = gpu_device_nodes(Path::new("/dev"), &[1, 3], stat).unwrap();
         let spec = runtime_config(&ContainerPlan { devices, ..plan() }).unwrap();
-        let paths: Vec<_> = spec.linux.devices.iter().map(|d| d.path.as_str()).collect();
+        // Bound from the host's nodes, after /dev's tmpfs, usable but not executable.
+        assert!(spec.linux.devices.is_empty());
+        let dev = spec.mounts.iter().position(|m| m.destination == "/dev");
+        let binds: Vec<_> = spec
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.destination.starts_with("/dev/nvidia"))
+            .map(|(i, m)| {
+                assert!(Some(i) > dev);
+                assert_eq!(m.kind, "bind");
+                assert!(!m.options.iter().any(|o| o == "nodev"), "{:?}", m.options);
+                assert!(m.options.iter().any(|o| o == "noexec"));
+                (m.source.as_str(), m.destination.as_str())
+            })
+            .collect();
         assert_eq!(
-            paths,
+            binds,
             [
-                "/dev/nvidiactl",
-                "/dev/nvidia-uvm",
-                "/dev/nvidia1",
-                "/dev/nvidia3"
+                ("/dev/nvidiactl", "/dev/nvidiactl"),
+                ("/dev/nvidia-uvm", "/dev/nvidia-uvm"),
+                ("/dev/nvidia1", "/dev/nvidia1"),
+                ("/dev/nvidia3", "/dev/nvidia3")
             ]
         );
+        // Another device directory: the container still sees /dev/nvidia*.
+        let other = gpu_device_nodes(Path::new("/srv/gpu"), &[0], |_| Some((1, 3))).unwrap();
+        assert_eq!(other[2].path, "/dev/nvidia0");
+        assert_eq!(other[2].host_path, Path::new("/srv/gpu/nvidia0"));
         let rules = &spec.linux.resources.devices;
         assert!(!rules[0].allow, "deny all first");
         let allowed: Vec<_> = rules[1..]
@@ -1338,8 +2095,12 @@ mod tests {
             ]
         );
         // No GPU in the slice: no NVIDIA node, whatever the host has.
-        assert!(gpu_device_nodes(&[], stat).unwrap().is_empty());
-        assert!(gpu_device_nodes(&[0], |_| None).is_err());
+        assert!(
+            gpu_device_nodes(Path::new("/dev"), &[], stat)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(gpu_device_nodes(Path::new("/dev"), &[0], |_| None).is_err());
     }
 
     #[test]
@@ -1409,5 +2170,162 @@ mod tests {
         assert_eq!(host_id(0), HOST_ID_BASE);
         assert_eq!(host_id(1000), HOST_ID_BASE + 1000);
         assert_eq!(host_id(70_000), HOST_ID_BASE + 65_534);
+    }
+
+    #[test]
+    fn the_output_filesystem_is_the_quota() {
+        assert_eq!(output_fs_bytes(1 << 20), 1 << 20);
+        assert_eq!(output_fs_bytes((1 << 20) + 1000), 1 << 20);
+        assert_eq!(output_fs_bytes(10), MIN_OUTPUT_FS);
+        let args = mkfs_args(Path::new("/b/output.img"), 100);
+        let joined = args.join(" ");
+        assert!(joined.contains("-O ^has_journal"), "{joined}");
+        assert!(joined.contains("-m 0"), "{joined}");
+        assert!(joined.contains("-N 110"), "{joined}");
+        assert!(joined.contains("root_owner=100000:100000"), "{joined}");
+        assert_eq!(args.last().unwrap(), "/b/output.img");
+        // Full: no inode left, or within 64 KiB / 1% of the end.
+        let mib = 1u64 << 20;
+        assert_eq!(
+            judge_full(mib, 500 << 10, 0, mib, 100),
+            Some(QuotaHit::Entries { quota: 100 })
+        );
+        assert_eq!(
+            judge_full(mib, 6 << 10, 80, mib, 100),
+            Some(QuotaHit::Bytes { quota: mib })
+        );
+        assert_eq!(judge_full(mib, 500 << 10, 80, mib, 100), None);
+        assert_eq!(
+            judge_full(1000 * mib, 5 * mib, 80, 1000 * mib, 100),
+            Some(QuotaHit::Bytes { quota: 1000 * mib })
+        );
+        assert_eq!(judge_full(1000 * mib, 20 * mib, 80, 1000 * mib, 100), None);
+    }
+
+    #[test]
+    fn mounts_under_a_directory_deepest_first() {
+        let info = "\
+22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+40 22 7:0 / /var/lib/sonm/containers/3/output rw,nosuid - ext4 /dev/loop0 rw
+41 22 7:1 / /var/lib/sonm/containers/4/out\\040put rw,nosuid - ext4 /dev/loop1 rw
+42 40 0:5 / /var/lib/sonm/containers/3/output/x rw - tmpfs tmpfs rw
+43 22 7:2 / /var/lib/sonm/containers-other/1 rw - ext4 /dev/loop2 rw
+";
+        let found = mounts_under(info, Path::new("/var/lib/sonm/containers"));
+        assert_eq!(
+            found,
+            [
+                PathBuf::from("/var/lib/sonm/containers/3/output/x"),
+                PathBuf::from("/var/lib/sonm/containers/3/output"),
+                PathBuf::from("/var/lib/sonm/containers/4/out put"),
+            ]
+        );
+        assert_eq!(unescape_mountinfo("a\\134b\\"), "a\\b\\");
+    }
+
+    #[test]
+    fn networks_parse_and_slots_get_their_own_slash_30() {
+        let n: Ipv4Net = "10.217.0.0/16".parse().unwrap();
+        assert_eq!(n.to_string(), "10.217.0.0/16");
+        assert!(matches!(
+            "10.217.0.1/16".parse::<Ipv4Net>(),
+            Err(NetError::HostBits(_))
+        ));
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0/8"] {
+            assert!(
+                matches!(bad.parse::<Ipv4Net>(), Err(NetError::BadCidr(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            NetConfig::new("10.0.0.0/31", &[]),
+            Err(NetError::SubnetTooSmall(_))
+        ));
+        let c = NetConfig::default();
+        assert_eq!(c.subnet, n);
+        assert_eq!(c.slots(), 16384);
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            c.slot_addresses(0),
+            Some((a("10.217.0.1"), a("10.217.0.2")))
+        );
+        assert_eq!(
+            c.slot_addresses(65),
+            Some((a("10.217.1.5"), a("10.217.1.6")))
+        );
+        assert_eq!(
+            c.slot_addresses(16383),
+            Some((a("10.217.255.253"), a("10.217.255.254")))
+        );
+        assert_eq!(c.slot_addresses(16384), None);
+        // Slots never overlap: each /30 is four addresses apart.
+        let small = NetConfig::new("192.0.2.0/28", &[]).unwrap();
+        assert_eq!(small.slots(), 4);
+        // A huge subnet is capped at what interface names can number.
+        assert_eq!(NetConfig::new("10.0.0.0/8", &[]).unwrap().slots(), 1 << 20);
+        // Names fit IFNAMSIZ (15 bytes) at the largest slot.
+        let (h, p) = link_names("0123456789abcdef", (1 << 20) - 1);
+        assert_eq!(
+            (h.as_str(), p.as_str()),
+            ("s01234567hfffff", "s01234567pfffff")
+        );
+        assert!(h.len() <= 15);
+    }
+
+    #[test]
+    fn the_denied_ranges_and_the_ruleset() {
+        let c = NetConfig::default();
+        let denied: Vec<String> = c.denied_ranges().iter().map(|n| n.to_string()).collect();
+        // The subnet is inside 10/8: dropped as nested (nft refuses overlapping intervals).
+        assert_eq!(
+            denied,
+            [
+                "169.254.0.0/16",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10"
+            ]
+        );
+        let none = NetConfig::new("10.217.0.0/16", &[]).unwrap();
+        let d2: Vec<String> = none.denied_ranges().iter().map(|n| n.to_string()).collect();
+        assert_eq!(d2, ["169.254.0.0/16", "10.217.0.0/16"]);
+        let dup = NetConfig::new("10.217.0.0/16", &["10.217.0.0/16".into()]).unwrap();
+        assert_eq!(dup.denied_ranges().len(), 2);
+        let rules = nft_ruleset("sonm_ab12", &none);
+        assert!(rules.starts_with("table inet sonm_ab12 {"), "{rules}");
+        assert!(rules.contains("elements = { 169.254.0.0/16, 10.217.0.0/16 }"));
+        for r in [
+            "iifname @links drop",
+            "iifname @links ip daddr @denied drop",
+            "oifname @links ct state established,related accept",
+            "oifname @links drop",
+            "iifname @links oifname != @links masquerade",
+        ] {
+            assert!(rules.contains(r), "{r}");
+        }
+        assert_eq!(nft_table("ab-12"), "sonm_ab12");
+        let script = hook_script(
+            "sonm-ab-7",
+            "sabph3",
+            "10.217.0.13".parse().unwrap(),
+            "10.217.0.14".parse().unwrap(),
+        );
+        assert!(script.contains("ip netns attach sonm-ab-7 \"$pid\""));
+        assert!(script.contains("ip -n sonm-ab-7 addr add 10.217.0.14/30 dev eth0"));
+        assert!(script.contains("route add default via 10.217.0.13"));
+        // The hook is in the config only for an outbound task.
+        let spec = runtime_config(&ContainerPlan {
+            network_hook: Some("/b/network.sh".into()),
+            ..plan()
+        })
+        .unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["hooks"]["createRuntime"][0]["args"][1],
+            "/b/network.sh"
+        );
+        let plain = serde_json::to_value(runtime_config(&plan()).unwrap()).unwrap();
+        assert!(plain.get("hooks").is_none());
     }
 }

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod plan;
 pub mod proto;
 pub mod receipt;
+pub mod results;
 pub mod state;
 pub mod tasks;
 pub mod uploads;

@@ -67,7 +67,8 @@ pub enum Request {
     ResultInfo {
         task: TaskId,
     },
-    /// Up to [`CHUNK_SIZE`] bytes of output `path` of a finished task from `offset`.
+    /// Up to [`CHUNK_SIZE`] bytes of output `path` of a finished task from `offset` (to the end
+    /// of the `CHUNK_SIZE`-aligned chunk that holds it: each chunk is checked on its own).
     Download {
         task: TaskId,
         path: String,
@@ -271,8 +272,10 @@ pub enum TaskError {
     UnknownTask(TaskId),
     #[error("task {task} belongs to another consumer")]
     NotYourTask { task: TaskId },
+    /// Its outputs were removed (its deal ended longer ago than the worker's retention), or
+    /// were never kept (a worker before on-disk results); status and receipt are kept.
     #[error(
-        "task {0} finished before the worker restarted; its outputs are gone (its receipt is kept)"
+        "task {0}'s outputs are gone (removed some time after its deal ended); its receipt is kept"
     )]
     ResultGone(TaskId),
     #[error("task {0} has not finished")]
@@ -336,4 +339,8 @@ pub enum TaskError {
     /// Appended last, so that the variants before it keep their wire index.
     #[error("deal {0} is being closed: the worker is in maintenance and takes no new tasks on it")]
     DealClosing(DealId),
+    /// A kept output (or stdout/stderr) whose bytes on the worker's disk no longer match what
+    /// was recorded when the task ended (disk corruption, tampering): refused, never served.
+    #[error("task {task}: stored {path:?} no longer matches its recorded sha256; refused")]
+    ResultCorrupt { task: TaskId, path: String },
 }

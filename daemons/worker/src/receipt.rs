@@ -214,13 +214,23 @@ impl SignedReceipt {
 /// sha256 over the output files in path order: for each, the path's length (u64 BE), the path,
 /// and the sha256 of its bytes. Order-independent input, one digest for the whole set.
 pub fn outputs_digest(files: &[File]) -> [u8; 32] {
-    let mut sorted: Vec<&File> = files.iter().collect();
-    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    outputs_digest_of(
+        files
+            .iter()
+            .map(|f| (f.path.as_str(), Sha256::digest(&f.bytes).into())),
+    )
+}
+
+/// [`outputs_digest`] from each file's path and sha256 (the worker's side: its outputs are
+/// hashed on disk, never held in memory).
+pub fn outputs_digest_of<'a>(files: impl IntoIterator<Item = (&'a str, [u8; 32])>) -> [u8; 32] {
+    let mut sorted: Vec<(&str, [u8; 32])> = files.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
-    for f in sorted {
-        h.update((f.path.len() as u64).to_be_bytes());
-        h.update(f.path.as_bytes());
-        h.update(Sha256::digest(&f.bytes));
+    for (path, sha256) in sorted {
+        h.update((path.len() as u64).to_be_bytes());
+        h.update(path.as_bytes());
+        h.update(sha256);
     }
     h.finalize().into()
 }

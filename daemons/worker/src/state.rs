@@ -1,5 +1,6 @@
 //! The worker's state in LMDB (heed), under `<state dir>/lmdb`: plans with their ask orders,
-//! deals, finished tasks with their receipts, and a few counters. Every change is one write
+//! deals, finished tasks with their receipts, the results kept on disk (`crate::results`), and
+//! a few counters. Every change is one write
 //! transaction, so a restart (or a crash) finds the last committed state.
 //!
 //! Values are JSON (readable with `mdb_dump`, tolerant of added fields); keys are big-endian u64
@@ -7,6 +8,7 @@
 
 use std::path::Path;
 
+use alloy::primitives::B256;
 use heed::byteorder::BE;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sonm_market::{Address, DealId, Order, OrderId};
 
 use crate::plan::{PlanId, PlanSpec};
-use crate::proto::TaskId;
+use crate::proto::{Exit, TaskId};
 use crate::receipt::SignedReceipt;
 
 /// Room for the state; LMDB grows the file only as it is used.
@@ -75,6 +77,11 @@ pub struct DealRecord {
     pub start: u64,
     pub last_bill: u64,
     pub state: DealState,
+    /// When this worker saw the deal end (unix seconds): its tasks' results are kept for
+    /// `result_retention_s` from then. `None` while active, and for deals closed by a worker
+    /// that did not record it (the retention then counts from the first sweep that sees it).
+    #[serde(default)]
+    pub closed_at: Option<u64>,
 }
 
 /// A task: recorded when it starts (neither receipt nor error: running, or lost in a crash) and
@@ -86,6 +93,32 @@ pub struct TaskRecord {
     pub consumer: Address,
     pub receipt: Option<SignedReceipt>,
     pub error: Option<String>,
+}
+
+/// A file of a kept result (`<state>/results/<task>/…`): enough to serve it after a restart and
+/// to refuse bytes that changed on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// `/`-separated, relative to the result's `output/` (or `stdout`, `stderr`).
+    pub path: String,
+    pub size: u64,
+    /// Of the whole file: what the customer is told and the receipt's digest covers.
+    pub sha256: B256,
+    /// Of each `CHUNK_SIZE` piece, in order: every chunk served is checked against its own.
+    pub chunks: Vec<B256>,
+}
+
+/// A finished task's result kept on disk under `<state>/results/<task>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResult {
+    pub task: TaskId,
+    pub deal: DealId,
+    /// How it ended, exactly (the receipt encodes only a code or "trapped").
+    pub exit: Exit,
+    pub stdout: StoredFile,
+    pub stderr: StoredFile,
+    /// The `/output` files, sorted by path.
+    pub outputs: Vec<StoredFile>,
 }
 
 const NEXT_PLAN: &str = "next-plan-id";
@@ -102,6 +135,8 @@ pub struct Store {
     deals: Database<'static, U64<BE>, Bytes>,
     tasks: Database<'static, U64<BE>, Bytes>,
     meta: Database<'static, Str, Bytes>,
+    /// Kept results by task id (only while their files are on disk).
+    results: Database<'static, U64<BE>, Bytes>,
 }
 
 type Dbs<'a> = (
@@ -109,6 +144,7 @@ type Dbs<'a> = (
     Database<'a, U64<BE>, Bytes>,
     Database<'a, U64<BE>, Bytes>,
     Database<'a, Str, Bytes>,
+    Database<'a, U64<BE>, Bytes>,
 );
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -132,13 +168,14 @@ impl Store {
         })?;
         let env = open_env(dir)?;
         let wtxn = env.write_txn()?;
-        let (plans, deals, tasks, meta) = env
+        let (plans, deals, tasks, meta, results) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
                 let dbs: Dbs<'_> = (
                     dbo.create_database(wtxn, Some("plans"))?,
                     dbo.create_database(wtxn, Some("deals"))?,
                     dbo.create_database(wtxn, Some("tasks"))?,
                     dbo.create_database(wtxn, Some("meta"))?,
+                    dbo.create_database(wtxn, Some("results"))?,
                 );
                 Ok(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
@@ -149,6 +186,7 @@ impl Store {
             deals,
             tasks,
             meta,
+            results,
         })
     }
 
@@ -297,6 +335,38 @@ impl Store {
     pub fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StateError> {
         self.get("task", self.tasks, id)
     }
+
+    /// Records how a task ended and, when its result is kept, that result: one transaction, so
+    /// a receipt is never recorded without the outputs it covers (or the other way round).
+    pub fn finish_task(
+        &self,
+        task: &TaskRecord,
+        result: Option<&StoredResult>,
+    ) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.tasks.put(&mut wtxn, &task.id, &encode(task))?;
+        if let Some(r) = result {
+            self.results.put(&mut wtxn, &r.task, &encode(r))?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    pub fn result(&self, task: TaskId) -> Result<Option<StoredResult>, StateError> {
+        self.get("result", self.results, task)
+    }
+
+    /// Every kept result.
+    pub fn results(&self) -> Result<Vec<StoredResult>, StateError> {
+        self.all("result", self.results)
+    }
+
+    pub fn delete_result(&self, task: TaskId) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.results.delete(&mut wtxn, &task)?;
+        wtxn.commit()?;
+        Ok(())
+    }
 }
 
 // heed's `open` is unsafe: LMDB's memory map is undefined behaviour if the same file is opened
@@ -351,6 +421,7 @@ mod tests {
             start: 100,
             last_bill: 100,
             state: DealState::Active,
+            closed_at: None,
         };
         {
             let store = Store::open(dir.path()).unwrap();
@@ -370,5 +441,54 @@ mod tests {
         assert_eq!(store.next_task_id().unwrap(), 2);
         store.delete_plan(1).unwrap();
         assert!(store.plan(1).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_kept_result_is_recorded_with_its_task_and_old_deals_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StoredFile {
+            path: "out/a".into(),
+            size: 3,
+            sha256: B256::repeat_byte(1),
+            chunks: vec![B256::repeat_byte(1)],
+        };
+        let result = StoredResult {
+            task: 3,
+            deal: 4,
+            exit: Exit::Trapped("wall time".into()),
+            stdout: StoredFile {
+                path: "stdout".into(),
+                ..file.clone()
+            },
+            stderr: StoredFile {
+                path: "stderr".into(),
+                ..file.clone()
+            },
+            outputs: vec![file],
+        };
+        let task = TaskRecord {
+            id: 3,
+            deal: 4,
+            consumer: Address::repeat_byte(7),
+            receipt: None,
+            error: None,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.finish_task(&task, Some(&result)).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.task(3).unwrap(), Some(task));
+        assert_eq!(store.result(3).unwrap(), Some(result.clone()));
+        assert_eq!(store.results().unwrap(), vec![result]);
+        store.delete_result(3).unwrap();
+        assert_eq!(store.result(3).unwrap(), None);
+        assert!(store.task(3).unwrap().is_some(), "the task record stays");
+
+        // A deal recorded before `closed_at` existed.
+        let old = r#"{"id":1,"consumer":"0x0707070707070707070707070707070707070707","ask":1,
+            "bid":2,"plan":null,"price":5,"duration":0,"start":1,"last_bill":1,"state":"closed"}"#;
+        let deal: DealRecord = decode("deal", old.as_bytes()).unwrap();
+        assert_eq!((deal.state, deal.closed_at), (DealState::Closed, None));
     }
 }

@@ -1,7 +1,9 @@
 //! WASM tasks: each runs in `sonm-wasm-runtime` on its own thread, with its inputs written to
-//! `<state>/tasks/<id>/input` (read-only at `/input`) and its outputs collected from
-//! `<state>/tasks/<id>/output`; at the end the result gets a usage receipt signed by the worker
-//! and the receipt is recorded in the store.
+//! `<state>/tasks/<id>/input` (read-only at `/input`) and its outputs left in
+//! `<state>/tasks/<id>/output`; at the end that directory is moved to `<state>/results/<id>`
+//! (`crate::results`), the result gets a usage receipt signed by the worker, and receipt and
+//! result are recorded in the store together. Results are served from disk, before and after a
+//! restart alike, until their deal's retention removes them.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -19,18 +21,27 @@ use crate::containers::{
     ContainerLimits, ContainerPlan, Containers, Killed, Unavailable, UnpackLimits,
 };
 use crate::proto::{
-    CHUNK_SIZE, Exit, File, KillCause, LOG_CHUNK, LogChunk, OutputInfo, ResultInfo, StartContainer,
+    Exit, File, KillCause, LOG_CHUNK, LogChunk, MAX_FRAME, OutputInfo, ResultInfo, StartContainer,
     StartWasm, TaskError, TaskId, TaskResult, TaskStatus,
 };
-use crate::receipt::{Fuel, UsageReceipt, outputs_digest};
-use crate::state::{Store, TaskRecord};
+use crate::receipt::{Fuel, SignedReceipt, UsageReceipt, outputs_digest_of};
+use crate::results::{OutputLimits, Results, ResultsError};
+use crate::state::{Store, StoredResult, TaskRecord};
 use crate::uploads::TakenFile;
 
 #[derive(Debug)]
 enum State {
     Running(CancelHandle),
-    Done(Arc<TaskResult>),
+    Done(Arc<Ended>),
     Failed(String),
+}
+
+/// A task that ran to an end: its receipt and its result, kept on disk (not yet recorded while
+/// it is being settled).
+#[derive(Debug)]
+struct Ended {
+    receipt: SignedReceipt,
+    kept: StoredResult,
 }
 
 #[derive(Debug)]
@@ -75,6 +86,7 @@ fn read_at(path: &Path, offset: u64) -> Vec<u8> {
     out
 }
 
+/// Up to `max` bytes of `bytes` from `offset`.
 fn slice_from(bytes: &[u8], offset: u64, max: usize) -> Vec<u8> {
     let from = usize::try_from(offset)
         .unwrap_or(usize::MAX)
@@ -130,7 +142,7 @@ impl From<StartWasm> for WasmJob {
     }
 }
 
-/// Runs tasks and keeps their results (in memory; receipts also in the store).
+/// Runs tasks; their results are kept on disk and in the store (see [`crate::results`]).
 #[derive(Debug)]
 pub struct TaskRunner {
     /// Production metering (the worker's `wasm_metering`).
@@ -144,6 +156,8 @@ pub struct TaskRunner {
     chain_id: u64,
     store: Store,
     tasks: Arc<Mutex<HashMap<TaskId, Entry>>>,
+    /// Finished tasks' results, `<state>/results` beside the task directory.
+    results: Results,
     /// Native containers, when the worker offers them (see [`TaskRunner::with_containers`]).
     containers: Option<Arc<Containers>>,
 }
@@ -157,9 +171,16 @@ struct Finisher {
     chain_id: u64,
     store: Store,
     tasks: Arc<Mutex<HashMap<TaskId, Entry>>>,
+    results: Results,
     dir: PathBuf,
     metering: Metering,
 }
+
+/// What a task that was running when the worker died reports.
+const LOST: &str = "lost: the worker stopped while it ran";
+
+/// Room left in a frame for a one-message result's other fields.
+const INLINE_SLACK: u64 = 64 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -181,7 +202,8 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, TaskError> {
 }
 
 impl TaskRunner {
-    /// `fuel_runtime` must meter fuel; `max_running` bounds the tasks running at once.
+    /// `fuel_runtime` must meter fuel; `max_running` bounds the tasks running at once. Tasks
+    /// run under `dir` (`<state>/tasks`); their results are kept in `results` beside it.
     pub fn new(
         runtime: Arc<Runtime>,
         fuel_runtime: Arc<Runtime>,
@@ -192,6 +214,7 @@ impl TaskRunner {
         store: Store,
     ) -> Self {
         debug_assert_eq!(fuel_runtime.config().metering, Metering::Fuel);
+        let results = Results::new(dir.parent().unwrap_or(&dir).join("results"), store.clone());
         Self {
             runtime,
             fuel_runtime,
@@ -201,8 +224,21 @@ impl TaskRunner {
             chain_id,
             store,
             tasks: Arc::new(Mutex::new(HashMap::new())),
+            results,
             containers: None,
         }
+    }
+
+    /// Removes result directories the store does not know and records whose directory is
+    /// gone (see [`Results::clean_orphans`]). Call at start, before any task.
+    pub fn clean_result_orphans(&self) -> Result<(usize, usize), ResultsError> {
+        self.results.clean_orphans()
+    }
+
+    /// Removes task `task`'s kept result (its deal's retention ran out); its record and receipt
+    /// stay, and its outputs are [`TaskError::ResultGone`] from now on.
+    pub fn remove_result(&self, task: TaskId) -> Result<(), ResultsError> {
+        self.results.remove(task)
     }
 
     /// Runs container tasks too, with `containers` (whose `ready` says whether they can run).
@@ -284,6 +320,7 @@ impl TaskRunner {
             chain_id: self.chain_id,
             store: self.store.clone(),
             tasks: self.tasks.clone(),
+            results: self.results.clone(),
             dir,
             metering,
         };
@@ -408,13 +445,11 @@ impl TaskRunner {
     ) -> Result<LogChunk, TaskError> {
         let tasks = lock(&self.tasks);
         if !tasks.contains_key(&task) {
-            // A task of an earlier run: its output is gone, and it will print nothing more.
+            // A task of an earlier run: it will print nothing more; what it printed is kept
+            // with its result, if that is.
+            drop(tasks);
             self.recorded_status(task, peer)?;
-            return Ok(LogChunk {
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                finished: true,
-            });
+            return self.kept_logs(task, stdout_offset, stderr_offset);
         }
         let entry = Self::entry_for(&tasks, task, peer)?;
         Ok(match &entry.state {
@@ -428,11 +463,10 @@ impl TaskRunner {
                     finished: false,
                 }
             }
-            State::Done(r) => LogChunk {
-                stdout: slice_from(&r.stdout, stdout_offset, LOG_CHUNK),
-                stderr: slice_from(&r.stderr, stderr_offset, LOG_CHUNK),
-                finished: true,
-            },
+            State::Done(_) => {
+                drop(tasks);
+                return self.kept_logs(task, stdout_offset, stderr_offset);
+            }
             State::Failed(_) => LogChunk {
                 stdout: Vec::new(),
                 stderr: Vec::new(),
@@ -443,23 +477,23 @@ impl TaskRunner {
 
     /// The task's result with each output named by size and sha256.
     pub fn result_info(&self, task: TaskId, peer: Address) -> Result<ResultInfo, TaskError> {
-        let r = self.result(task, peer)?;
+        let (kept, receipt) = self.kept(task, peer)?;
         Ok(ResultInfo {
-            task: r.task,
-            deal: r.deal,
-            exit: r.exit.clone(),
-            stdout: r.stdout.clone(),
-            stderr: r.stderr.clone(),
-            outputs: r
+            task: kept.task,
+            deal: kept.deal,
+            exit: kept.exit.clone(),
+            stdout: self.results.log(&kept, false)?,
+            stderr: self.results.log(&kept, true)?,
+            outputs: kept
                 .outputs
                 .iter()
                 .map(|f| OutputInfo {
                     path: f.path.clone(),
-                    size: f.bytes.len() as u64,
-                    sha256: Sha256::digest(&f.bytes).into(),
+                    size: f.size,
+                    sha256: f.sha256.0,
                 })
                 .collect(),
-            receipt: r.receipt.clone(),
+            receipt,
         })
     }
 
@@ -471,16 +505,74 @@ impl TaskRunner {
         path: &str,
         offset: u64,
     ) -> Result<Vec<u8>, TaskError> {
-        let r = self.result(task, peer)?;
-        let f =
-            r.outputs
-                .iter()
-                .find(|f| f.path == path)
-                .ok_or_else(|| TaskError::UnknownOutput {
-                    task,
-                    path: path.into(),
-                })?;
-        Ok(slice_from(&f.bytes, offset, CHUNK_SIZE))
+        let (kept, _) = self.kept(task, peer)?;
+        let f = kept
+            .outputs
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| TaskError::UnknownOutput {
+                task,
+                path: path.into(),
+            })?;
+        self.results.output_chunk(&kept, f, offset)
+    }
+
+    /// A finished task's kept result and receipt, for its consumer only. The same path before
+    /// and after a restart: the store and the files, never memory.
+    fn kept(
+        &self,
+        task: TaskId,
+        peer: Address,
+    ) -> Result<(StoredResult, SignedReceipt), TaskError> {
+        {
+            let tasks = lock(&self.tasks);
+            if tasks.contains_key(&task) {
+                match &Self::entry_for(&tasks, task, peer)?.state {
+                    State::Running(_) => return Err(TaskError::NotFinished(task)),
+                    State::Failed(e) => return Err(TaskError::BadRequest(e.clone())),
+                    State::Done(_) => {}
+                }
+            }
+        }
+        let internal = |e: crate::state::StateError| TaskError::Internal(e.to_string());
+        let rec = self.store.task(task).map_err(internal)?;
+        let rec = rec.ok_or(TaskError::UnknownTask(task))?;
+        if rec.consumer != peer {
+            tracing::warn!(task, %peer, owner = %rec.consumer, "refused: task of another consumer");
+            return Err(TaskError::NotYourTask { task });
+        }
+        let receipt = match (rec.receipt, rec.error) {
+            (Some(r), _) => r,
+            (None, Some(e)) => return Err(TaskError::BadRequest(e)),
+            (None, None) => return Err(TaskError::BadRequest(LOST.into())),
+        };
+        match self.store.result(task).map_err(internal)? {
+            Some(kept) => Ok((kept, receipt)),
+            None => Err(TaskError::ResultGone(task)),
+        }
+    }
+
+    /// A finished task's stdout and stderr from the given offsets, from its kept result (empty
+    /// once that is gone).
+    fn kept_logs(
+        &self,
+        task: TaskId,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<LogChunk, TaskError> {
+        let kept = self
+            .store
+            .result(task)
+            .map_err(|e| TaskError::Internal(e.to_string()))?;
+        let (stdout, stderr) = match kept {
+            Some(k) => (self.results.log(&k, false)?, self.results.log(&k, true)?),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(LogChunk {
+            stdout: slice_from(&stdout, stdout_offset, LOG_CHUNK),
+            stderr: slice_from(&stderr, stderr_offset, LOG_CHUNK),
+            finished: true,
+        })
     }
 
     fn entry_for(
@@ -503,14 +595,14 @@ impl TaskRunner {
         }
         Ok(match &Self::entry_for(&tasks, task, peer)?.state {
             State::Running(_) => TaskStatus::Running,
-            State::Done(r) => TaskStatus::Finished(r.exit.clone()),
+            State::Done(r) => TaskStatus::Finished(r.kept.exit.clone()),
             State::Failed(e) => TaskStatus::Failed(e.clone()),
         })
     }
 
     /// A task of an earlier run of the worker, from the store: its exit status and receipt
-    /// survive a restart (its outputs do not yet), and one that was running when the worker
-    /// died is reported as lost.
+    /// survive a restart (its outputs too, while kept), and one that was running when the
+    /// worker died is reported as lost.
     fn recorded_status(&self, task: TaskId, peer: Address) -> Result<TaskStatus, TaskError> {
         let rec = self
             .store
@@ -522,23 +614,48 @@ impl TaskRunner {
             return Err(TaskError::NotYourTask { task });
         }
         Ok(match (rec.receipt, rec.error) {
-            (Some(r), _) => TaskStatus::Finished(r.receipt.exit()),
+            // The kept result has the exact exit (a trap's cause, a kill's); the receipt only
+            // a code or "trapped".
+            (Some(r), _) => match self.store.result(task) {
+                Ok(Some(kept)) => TaskStatus::Finished(kept.exit),
+                _ => TaskStatus::Finished(r.receipt.exit()),
+            },
             (None, Some(e)) => TaskStatus::Failed(e),
-            (None, None) => TaskStatus::Failed("lost: the worker stopped while it ran".into()),
+            (None, None) => TaskStatus::Failed(LOST.into()),
         })
     }
 
-    pub fn result(&self, task: TaskId, peer: Address) -> Result<Arc<TaskResult>, TaskError> {
-        let tasks = lock(&self.tasks);
-        if !tasks.contains_key(&task) {
-            self.recorded_status(task, peer)?;
-            return Err(TaskError::ResultGone(task));
+    /// The whole result in one message (protocol `/2`), read from disk and checked. One that
+    /// would not fit a frame is refused: fetch it with `ResultInfo` and `Download`.
+    pub fn result(&self, task: TaskId, peer: Address) -> Result<TaskResult, TaskError> {
+        let (kept, receipt) = self.kept(task, peer)?;
+        let size: u64 =
+            kept.outputs.iter().map(|f| f.size).sum::<u64>() + kept.stdout.size + kept.stderr.size;
+        if size > u64::from(MAX_FRAME) - INLINE_SLACK {
+            return Err(TaskError::BadRequest(format!(
+                "task {task}'s result is {size} bytes, too big for one message: download it in chunks (ResultInfo, Download)"
+            )));
         }
-        match &Self::entry_for(&tasks, task, peer)?.state {
-            State::Running(_) => Err(TaskError::NotFinished(task)),
-            State::Done(r) => Ok(r.clone()),
-            State::Failed(e) => Err(TaskError::BadRequest(e.clone())),
+        let mut outputs = Vec::with_capacity(kept.outputs.len());
+        for f in &kept.outputs {
+            let mut bytes = Vec::with_capacity(f.size as usize);
+            while (bytes.len() as u64) < f.size {
+                bytes.extend(self.results.output_chunk(&kept, f, bytes.len() as u64)?);
+            }
+            outputs.push(File {
+                path: f.path.clone(),
+                bytes,
+            });
         }
+        Ok(TaskResult {
+            task: kept.task,
+            deal: kept.deal,
+            exit: kept.exit.clone(),
+            stdout: self.results.log(&kept, false)?,
+            stderr: self.results.log(&kept, true)?,
+            outputs,
+            receipt,
+        })
     }
 
     pub fn stop(&self, task: TaskId, peer: Address) -> Result<(), TaskError> {
@@ -571,8 +688,9 @@ impl Finisher {
         self.settle(state);
     }
 
-    /// Records how the task ended, updates its entry and removes its directory.
-    fn settle(self, state: State) {
+    /// Records how the task ended (receipt and kept result in one transaction), updates its
+    /// entry and removes its directory.
+    fn settle(self, mut state: State) {
         let record = TaskRecord {
             id: self.task,
             deal: self.deal,
@@ -586,12 +704,23 @@ impl Finisher {
                 _ => None,
             },
         };
-        if let Err(e) = self.store.put_task(&record) {
+        let kept = match &state {
+            State::Done(r) => Some(&r.kept),
+            _ => None,
+        };
+        if let Err(e) = self.store.finish_task(&record, kept) {
             tracing::error!(task = self.task, "recording the task failed: {e}");
+            if kept.is_some() {
+                // A result nobody can fetch is not kept.
+                self.results.discard(self.task);
+                state = State::Failed(format!("recording the result failed: {e}"));
+            }
         }
         match &state {
-            State::Done(r) => tracing::info!(task = self.task, deal = self.deal, exit = ?r.exit,
-                fuel = ?r.receipt.receipt.fuel, "task finished"),
+            State::Done(r) => {
+                tracing::info!(task = self.task, deal = self.deal, exit = ?r.kept.exit,
+                fuel = ?r.receipt.receipt.fuel, outputs = r.kept.outputs.len(), "task finished")
+            }
             State::Failed(e) => {
                 tracing::info!(task = self.task, deal = self.deal, "task failed: {e}")
             }
@@ -600,67 +729,83 @@ impl Finisher {
         if let Some(entry) = lock(&self.tasks).get_mut(&self.task) {
             entry.state = state;
         }
-        // Outputs are in memory now; the files are not needed any more.
+        // The outputs were moved to the results; the inputs are not needed any more.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
-    fn result(
-        &self,
-        report: sonm_wasm_runtime::JobReport,
-        output: &Path,
-    ) -> Result<TaskResult, String> {
-        let mut outputs = Vec::new();
-        for f in &report.output_files {
-            let path = output.join(&f.path);
-            // Symlinks are listed with size 0 and never followed.
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
-            if !meta.is_file() {
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-            outputs.push(File {
-                path: f.path.to_string_lossy().replace('\\', "/"),
-                bytes,
-            });
-        }
-        outputs.sort_by(|a, b| a.path.cmp(&b.path));
+    fn result(&self, report: sonm_wasm_runtime::JobReport, output: &Path) -> Result<Ended, String> {
         let exit = match &report.termination {
             Termination::Exit(c) => Exit::Code(*c),
             Termination::Trap(t) => Exit::Trapped(t.to_string()),
         };
-        let mut module_sha256 = [0u8; 32];
-        alloy::primitives::hex::decode_to_slice(&report.module_sha256, &mut module_sha256)
-            .unwrap_or_else(|_| module_sha256 = Sha256::digest(b"").into());
+        // Moved to the results and hashed there, never read into memory; the runtime already
+        // held the job to its output quota.
+        let kept = self.results.keep(
+            self.task,
+            self.deal,
+            exit.clone(),
+            output,
+            &report.stdout.bytes,
+            &report.stderr.bytes,
+            OutputLimits::NONE,
+        )?;
+        self.sign(
+            kept,
+            module_sha256_of(&report),
+            fuel_of(self.metering, &report),
+            report.usage.wall_time,
+        )
+    }
+
+    /// The receipt over a kept result; a receipt that cannot be made discards the result.
+    fn sign(
+        &self,
+        kept: StoredResult,
+        module_sha256: [u8; 32],
+        fuel: Fuel,
+        wall_time: std::time::Duration,
+    ) -> Result<Ended, String> {
+        let exit = &kept.exit;
         let receipt = UsageReceipt {
             worker: self.signer.address(),
             chain_id: self.chain_id,
             deal: self.deal,
             task: self.task,
             module_sha256,
-            fuel: match (self.metering, report.usage.fuel_consumed) {
-                (Metering::Fuel, Some(n)) => Fuel::Counted(n),
-                (Metering::Fuel, None) => Fuel::Unknown,
-                (Metering::EpochOnly | Metering::None, _) => Fuel::NotMetered,
-            },
-            wall_time_us: u64::try_from(report.usage.wall_time.as_micros()).unwrap_or(u64::MAX),
+            fuel,
+            wall_time_us: u64::try_from(wall_time.as_micros()).unwrap_or(u64::MAX),
             trapped: !matches!(exit, Exit::Code(_)),
             exit_code: match exit {
-                Exit::Code(c) => c,
+                Exit::Code(c) => *c,
                 Exit::Trapped(_) | Exit::Killed(_) => 0,
             },
-            outputs_sha256: outputs_digest(&outputs),
+            outputs_sha256: outputs_digest_of(
+                kept.outputs.iter().map(|f| (f.path.as_str(), f.sha256.0)),
+            ),
         }
-        .sign(&self.signer)
-        .map_err(|e| e.to_string())?;
-        Ok(TaskResult {
-            task: self.task,
-            deal: self.deal,
-            exit,
-            stdout: report.stdout.bytes,
-            stderr: report.stderr.bytes,
-            outputs,
-            receipt,
-        })
+        .sign(&self.signer);
+        match receipt {
+            Ok(receipt) => Ok(Ended { receipt, kept }),
+            Err(e) => {
+                self.results.discard(self.task);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+fn module_sha256_of(report: &sonm_wasm_runtime::JobReport) -> [u8; 32] {
+    let mut module_sha256 = [0u8; 32];
+    alloy::primitives::hex::decode_to_slice(&report.module_sha256, &mut module_sha256)
+        .unwrap_or_else(|_| module_sha256 = Sha256::digest(b"").into());
+    module_sha256
+}
+
+fn fuel_of(metering: Metering, report: &sonm_wasm_runtime::JobReport) -> Fuel {
+    match (metering, report.usage.fuel_consumed) {
+        (Metering::Fuel, Some(n)) => Fuel::Counted(n),
+        (Metering::Fuel, None) => Fuel::Unknown,
+        (Metering::EpochOnly | Metering::None, _) => Fuel::NotMetered,
     }
 }
 
@@ -698,9 +843,12 @@ impl TaskRunner {
                 "containers are not fuel-metered: leave fuel unset".into(),
             ));
         }
-        let devices =
-            crate::containers::gpu_device_nodes(&limits.gpus, crate::containers::stat_char_device)
-                .map_err(TaskError::Internal)?;
+        let devices = crate::containers::gpu_device_nodes(
+            &containers.device_dir,
+            &limits.gpus,
+            crate::containers::stat_char_device,
+        )
+        .map_err(TaskError::Internal)?;
         let bundle = containers.bundle(task);
         let output = bundle.join("output");
         let plan = ContainerPlan {
@@ -712,6 +860,7 @@ impl TaskRunner {
             devices,
             output_dir: output.clone(),
             cgroups_path: containers.cgroups_path(task),
+            network_hook: limits.outbound.then(|| bundle.join("network.sh")),
         };
         let spec = crate::containers::runtime_config(&plan)
             .map_err(|e| TaskError::BadRequest(e.to_string()))?;
@@ -747,21 +896,13 @@ impl TaskRunner {
             finisher.settle(State::Failed(e.to_string()));
             return Ok(());
         }
-        let id = containers.id(task);
         let spawned = std::thread::Builder::new()
             .name(format!("container-{task}"))
             .spawn(move || {
-                let outcome = crate::containers::run(
-                    &containers.runc,
-                    &bundle,
-                    &id,
-                    &plan.cgroups_path,
-                    &cancel,
-                    std::time::Duration::from_millis(limits.wall_time_ms),
-                    Limits::default().stdout_bytes,
-                );
+                let outcome =
+                    containers.run_task(task, &limits, &cancel, Limits::default().stdout_bytes);
                 let state = match outcome {
-                    Ok(o) => match finisher.container_result(o, &output, image_sha256, &limits) {
+                    Ok(o) => match finisher.container_result(o, image_sha256) {
                         Ok(r) => State::Done(Arc::new(r)),
                         Err(e) => State::Failed(e),
                     },
@@ -822,51 +963,31 @@ fn prepare_bundle(
 
 impl Finisher {
     /// A container's result and its receipt: no fuel, its wall time, the sha256 of its rootfs
-    /// tar in place of a module's, and its `/output` files.
+    /// tar in place of a module's, and its `/output` files — written to the results and served
+    /// from there, like a WASM task's.
     fn container_result(
         &self,
-        o: crate::containers::Outcome,
-        output: &Path,
+        finished: crate::containers::Finished,
         image_sha256: [u8; 32],
-        limits: &ContainerLimits,
-    ) -> Result<TaskResult, String> {
-        let outputs: Vec<File> =
-            crate::containers::collect_outputs(output, limits.output_bytes, limits.output_entries)?
-                .into_iter()
-                .map(|(path, bytes)| File { path, bytes })
-                .collect();
+    ) -> Result<Ended, String> {
+        let o = finished.outcome;
         let exit = match o.end {
             Ok(code) => Exit::Code(code),
             Err(Killed::Oom) => Exit::Killed(KillCause::OomKilled),
             Err(Killed::Stopped) => Exit::Killed(KillCause::Stopped),
             Err(Killed::WallTime) => Exit::Killed(KillCause::WallTime),
         };
-        let receipt = UsageReceipt {
-            worker: self.signer.address(),
-            chain_id: self.chain_id,
-            deal: self.deal,
-            task: self.task,
-            module_sha256: image_sha256,
-            fuel: Fuel::NotMetered,
-            wall_time_us: u64::try_from(o.wall_time.as_micros()).unwrap_or(u64::MAX),
-            trapped: !matches!(exit, Exit::Code(_)),
-            exit_code: match exit {
-                Exit::Code(c) => c,
-                Exit::Trapped(_) | Exit::Killed(_) => 0,
-            },
-            outputs_sha256: outputs_digest(&outputs),
-        }
-        .sign(&self.signer)
-        .map_err(|e| e.to_string())?;
-        Ok(TaskResult {
-            task: self.task,
-            deal: self.deal,
+        // `containers` reads `/output` back from its own filesystem (gone once unmounted), so
+        // the files arrive as bytes; they are written out and dropped here.
+        let kept = self.results.keep_files(
+            self.task,
+            self.deal,
             exit,
-            stdout: o.stdout,
-            stderr: o.stderr,
-            outputs,
-            receipt,
-        })
+            finished.outputs?,
+            &o.stdout,
+            &o.stderr,
+        )?;
+        self.sign(kept, image_sha256, Fuel::NotMetered, o.wall_time)
     }
 }
 

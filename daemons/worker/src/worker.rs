@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::Addresses;
-use sonm_market::{Address, Benchmarks, DealId};
+use sonm_market::{Address, Benchmarks, DealId, NetFlags};
 use sonm_net::{Connection, Endpoint, EndpointConfig, EthKey, Identity};
 use sonm_rendezvous::{ClientConfig as RendezvousConfig, RelayPolicy, RendezvousClient};
 use sonm_wasm_runtime::{Limits, Metering, Runtime, RuntimeConfig};
@@ -35,7 +35,8 @@ pub use autotrade::{Autotrader, Round};
 // Staged uploads, chunked downloads and log reads of the task protocol.
 mod transfer;
 
-/// Largest output a task may leave (it is downloaded in chunks, but kept in memory until then).
+/// Largest output a task may leave (kept on disk and downloaded in chunks; a container's is
+/// still read back through memory once, see `containers`).
 const MAX_TASK_OUTPUT: u64 = 64 << 20;
 /// A container's memory when its slice names no RAM.
 const DEFAULT_CONTAINER_MEMORY: u64 = 256 << 20;
@@ -211,13 +212,16 @@ impl Worker {
             chain.chain_id(),
             store.clone(),
         )
-        .with_containers(Containers::new(
-            &state_dir,
-            config.containers,
-            PathBuf::from("runc"),
-            // Unique per worker on a host (cgroup names are host-wide).
-            alloy::primitives::hex::encode(&signer.address().as_slice()[..4]),
-        ));
+        .with_containers(
+            Containers::new(
+                &state_dir,
+                config.containers,
+                PathBuf::from("runc"),
+                // Unique per worker on a host (cgroup names are host-wide).
+                alloy::primitives::hex::encode(&signer.address().as_slice()[..4]),
+            )
+            .with_net(config.container_net()?),
+        );
         match runner.containers_ready() {
             Some(Ok(version)) => tracing::info!(%version, "containers: on"),
             Some(Err(crate::containers::Unavailable::Disabled)) | None => {}
@@ -233,6 +237,16 @@ impl Worker {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} task directories left by an earlier run"),
             Err(e) => tracing::warn!("cleaning old task directories: {e}"),
+        }
+        // Results outlive restarts; only what the store does not describe goes.
+        match runner.clean_result_orphans() {
+            Ok((0, 0)) => {}
+            Ok((dirs, records)) => tracing::info!(
+                dirs,
+                records,
+                "removed results the store did not describe (or whose files were gone)"
+            ),
+            Err(e) => tracing::warn!("cleaning orphan results: {e}"),
         }
         let maintenance = store.maintenance()?;
         if maintenance {
@@ -463,6 +477,7 @@ impl Worker {
             tracing::warn!("plans: {e}");
         }
         self.sweep_uploads();
+        self.sweep_results();
         if let Err(e) = self.bill_due().await {
             self.count_chain_error(&e);
             tracing::warn!("billing: {e}");
@@ -610,6 +625,7 @@ impl Worker {
                 start: opened.start,
                 last_bill: opened.start,
                 state: DealState::Active,
+                closed_at: None,
             };
             self.store.open_deal(&rec, plan.as_ref())?;
             tracing::info!(deal = rec.id, consumer = %rec.consumer, ask = rec.ask,
@@ -758,9 +774,78 @@ impl Worker {
         );
         self.store.put_deal(&DealRecord {
             state: DealState::Closed,
+            closed_at: Some(now()),
             ..deal
         })?;
         Ok(())
+    }
+
+    /// Removes the kept results of deals that ended `result_retention_s` ago or more (the
+    /// chain loop calls this every round). Returns how many were removed.
+    pub fn sweep_results(&self) -> usize {
+        let now = now();
+        let keep = self.config.result_retention_s;
+        let kept = match self.store.results() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("results sweep: {e}");
+                return 0;
+            }
+        };
+        let mut ended: HashMap<DealId, bool> = HashMap::new();
+        let mut removed = 0;
+        for r in kept {
+            let expired = match ended.get(&r.deal) {
+                Some(&e) => e,
+                None => {
+                    let e = self.deal_results_expired(r.deal, now, keep);
+                    ended.insert(r.deal, e);
+                    e
+                }
+            };
+            if !expired {
+                continue;
+            }
+            match self.runner.remove_result(r.task) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(
+                        task = r.task,
+                        deal = r.deal,
+                        "result removed: retention over"
+                    );
+                }
+                Err(e) => tracing::warn!(task = r.task, "removing its result: {e}"),
+            }
+        }
+        removed
+    }
+
+    /// Whether `deal` ended at least `keep` seconds before `now`. A deal closed without an
+    /// end time (by a worker before the retention) starts its retention now.
+    fn deal_results_expired(&self, deal: DealId, now: u64, keep: u64) -> bool {
+        match self.store.deal(deal) {
+            Ok(Some(d)) if d.state == DealState::Closed => match d.closed_at {
+                Some(at) => now.saturating_sub(at) >= keep,
+                None => {
+                    let stamped = DealRecord {
+                        closed_at: Some(now),
+                        ..d
+                    };
+                    if let Err(e) = self.store.put_deal(&stamped) {
+                        tracing::warn!(deal, "recording its end: {e}");
+                    }
+                    keep == 0
+                }
+            },
+            Ok(Some(_)) => false,
+            // Not one of our deals (cannot happen: a task needs one): nothing to wait for.
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(deal, "results sweep: {e}");
+                false
+            }
+        }
     }
 
     // ------------------------------------------------------------------ task service
@@ -955,7 +1040,7 @@ impl Worker {
             Request::Result { task } => self
                 .runner
                 .result(task, peer)
-                .map(|r| Response::Result(Box::new((*r).clone()))),
+                .map(|r| Response::Result(Box::new(r))),
             Request::Stop { task } => self.runner.stop(task, peer).map(|()| Response::Stopping),
             req @ (Request::BeginUpload { .. }
             | Request::Chunk { .. }
@@ -1162,6 +1247,7 @@ impl Worker {
                 MAX_ROOTFS_BYTES
             },
             gpus,
+            outbound: plan.is_some_and(|p| p.spec.netflags.covers(NetFlags::OUTBOUND)),
         })
     }
 

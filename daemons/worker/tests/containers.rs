@@ -4,7 +4,10 @@
 //! that try to escape (refused, typed, nothing written outside), and the clean-up after a crash.
 //!
 //! Each test skips, saying exactly why, when it is not root, runc is missing or cannot start a
-//! container here. The stranger's refusal is in `tests/e2e.rs` (it needs a deal on chain).
+//! container here — unless `SONM_REQUIRE_CONTAINERS` is set (scripts/test.sh sets it when it
+//! runs as root, having installed runc, busybox, iproute2 and nftables): then a skip is a
+//! failure, so a start-up bug cannot pass as "this machine cannot run containers".
+//! The stranger's refusal is in `tests/e2e.rs` (it needs a deal on chain).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,15 +17,16 @@ use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_market::Address;
 use sonm_wasm_runtime::{Metering, Runtime, RuntimeConfig};
-use sonm_worker::containers::{ContainerLimits, Containers, RootfsError, Runc};
+use sonm_worker::containers::{ContainerLimits, Containers, NetConfig, RootfsError, Runc};
 use sonm_worker::proto::{Exit, KillCause, StartContainer, TaskError, TaskLimits, TaskStatus};
 use sonm_worker::receipt::{Fuel, verify_result};
 use sonm_worker::state::Store;
 use sonm_worker::tasks::TaskRunner;
 
 const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 11] = [
-    "sh", "echo", "cat", "sleep", "dd", "mkdir", "id", "grep", "touch", "true", "ls",
+const APPLETS: [&str; 16] = [
+    "sh", "echo", "cat", "sleep", "dd", "mkdir", "id", "grep", "touch", "true", "ls", "nc", "ip",
+    "sed", "seq", "head",
 ];
 
 /// A rootfs tar: busybox-static and symlinks to it, as `bin/`.
@@ -48,6 +52,14 @@ fn busybox_builder() -> tar::Builder<Vec<u8>> {
             .unwrap();
     }
     b
+}
+
+/// Prints why a test cannot run here and returns, or fails it where containers are required.
+fn skip(why: impl std::fmt::Display) {
+    if std::env::var_os("SONM_REQUIRE_CONTAINERS").is_some() {
+        panic!("containers are required here (SONM_REQUIRE_CONTAINERS) but: {why}");
+    }
+    eprintln!("SKIP: {why}");
 }
 
 struct Harness {
@@ -76,8 +88,15 @@ fn containers(state: &Path, instance: &str) -> Containers {
 
 /// A task runner with containers, or why this machine cannot run them (printed: the skip).
 fn harness() -> Option<Harness> {
+    harness_with(|c| c)
+}
+
+/// [`harness`] with its [`Containers`] changed by `setup` (a device directory, a network).
+fn harness_with(setup: impl FnOnce(Containers) -> Containers) -> Option<Harness> {
     if !Path::new(BUSYBOX).exists() {
-        eprintln!("SKIP: {BUSYBOX} is missing (apt-get install busybox-static)");
+        skip(format!(
+            "{BUSYBOX} is missing (apt-get install busybox-static)"
+        ));
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -85,9 +104,9 @@ fn harness() -> Option<Harness> {
     std::fs::create_dir(&state).unwrap();
     let key = PrivateKeySigner::random();
     let instance = alloy::primitives::hex::encode(&key.address().as_slice()[..4]);
-    let c = containers(&state, &instance);
+    let c = setup(containers(&state, &instance));
     if let Err(e) = &c.ready {
-        eprintln!("SKIP: {e}");
+        skip(e);
         return None;
     }
     let runner = TaskRunner::new(
@@ -109,7 +128,7 @@ fn harness() -> Option<Harness> {
     // Whether runc can start a container on this kernel at all (crun cannot, on hybrid cgroups).
     h.start(1, vec!["true".into()], limits()).unwrap();
     if let TaskStatus::Failed(e) = h.wait(1) {
-        eprintln!("SKIP: runc cannot start a container here: {e}");
+        skip(format!("runc cannot start a container here: {e}"));
         return None;
     }
     Some(h)
@@ -124,6 +143,7 @@ fn limits() -> ContainerLimits {
         output_entries: 100,
         rootfs_bytes: 16 << 20,
         gpus: Vec::new(),
+        outbound: false,
     }
 }
 
@@ -447,6 +467,8 @@ fn leftovers_of_a_crash_are_deleted_at_start() {
     };
     assert!(runc.list().unwrap().is_empty());
     assert!(!state.join("containers/2").exists());
+    // Its /output filesystem (a loop mount) is gone with it.
+    nothing_mounted_under(&state);
     assert_eq!(fresh.clean_leftovers().unwrap(), 0);
 }
 
@@ -526,4 +548,372 @@ fn a_running_container_s_logs_are_read_live_and_in_order() {
         h.runner.logs(9, Address::repeat_byte(8), 0, 0),
         Err(TaskError::NotYourTask { task: 9 })
     ));
+}
+
+/// Nothing of `state` is mounted any more (its `/output` filesystems are gone).
+fn nothing_mounted_under(state: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let state = state.to_string_lossy();
+    assert!(
+        !info.lines().any(|l| l.contains(&*state)),
+        "still mounted under {state}:\n{info}"
+    );
+}
+
+/// Waits (bounded) until `task`'s stdout contains `needle`; returns it.
+fn wait_stdout(h: &Harness, task: u64, needle: &str) -> String {
+    let mut out = Vec::new();
+    for _ in 0..1500 {
+        let c = h.runner.logs(task, PEER, out.len() as u64, 0).unwrap();
+        out.extend_from_slice(&c.stdout);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(!c.finished, "task {task} ended without {needle:?}: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("task {task} never printed {needle:?}");
+}
+
+#[test]
+fn output_quota_is_enforced_by_the_kernel_while_the_container_runs() {
+    let Some(h) = harness() else { return };
+    let quota = 1u64 << 20;
+    let limits = ContainerLimits {
+        output_bytes: quota,
+        output_entries: 100,
+        ..limits()
+    };
+    // 5 MiB into a 1 MiB /output: dd gets ENOSPC, the container goes on and exits 0.
+    let script = "dd if=/dev/zero of=/output/big bs=64k count=80; echo dd=$?; sleep 1; exit 0";
+    h.start(2, sh(script), limits.clone()).unwrap();
+    let out = wait_stdout(&h, 2, "dd=");
+    assert!(out.contains("dd=1"), "dd must fail: {out}");
+    // While it runs: the host holds at most the quota for it, on a loop-mounted filesystem.
+    let image = h.state().join("containers/2/output.img");
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+    assert!(allocated <= quota, "{allocated} bytes on the host's disk");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let output = h.state().join("containers/2/output");
+    assert!(
+        info.lines()
+            .any(|l| l.contains(&*output.to_string_lossy()) && l.contains(" ext4 ")),
+        "{info}"
+    );
+    match h.wait(2) {
+        TaskStatus::Failed(why) => {
+            assert!(why.contains("filled /output"), "{why}");
+            assert!(why.contains(&format!("{quota} bytes")), "{why}");
+            assert!(why.contains("exited with code 0"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    nothing_mounted_under(&h.state());
+    // The bundle (with the image) goes right after the status is set.
+    let bundle = h.state().join("containers/2");
+    for _ in 0..500 {
+        if !bundle.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!bundle.exists());
+
+    // Entries: 200 files where 100 may be; the kernel refuses the rest.
+    let script =
+        "for i in $(seq 1 200); do touch /output/f$i 2>/dev/null || break; done; echo i=$i";
+    h.start(3, sh(script), limits.clone()).unwrap();
+    match h.wait(3) {
+        TaskStatus::Failed(why) => assert!(why.contains("100 entries"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    nothing_mounted_under(&h.state());
+
+    // The next task runs, and output within the quota comes back whole.
+    h.start(4, sh("head -c 300000 /dev/zero > /output/ok"), limits)
+        .unwrap();
+    assert_eq!(h.wait(4), TaskStatus::Finished(Exit::Code(0)));
+    let r = h.runner.result(4, PEER).unwrap();
+    assert_eq!(r.outputs.len(), 1);
+    assert_eq!(r.outputs[0].bytes.len(), 300_000);
+    nothing_mounted_under(&h.state());
+}
+
+/// Makes character device `name` (`major:minor`, mode 0666) in `dir`.
+fn mknod(dir: &Path, name: &str, major: u32, minor: u32) -> bool {
+    std::process::Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(dir.join(name))
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_gpu_slice_s_device_nodes_are_passed_through_and_usable() {
+    // Stand-ins for NVIDIA nodes: /dev/null's numbers (1:3) for the GPUs and UVM, and the real
+    // nvidiactl numbers (195:255) with no driver behind them, so an open that the device
+    // cgroup lets through fails with ENXIO rather than EPERM.
+    let devs = tempfile::tempdir().unwrap();
+    for (name, major, minor) in [
+        ("nvidiactl", 195, 255),
+        ("nvidia-uvm", 1, 3),
+        ("nvidia0", 1, 3),
+        ("nvidia1", 1, 3),
+    ] {
+        if !mknod(devs.path(), name, major, minor) {
+            skip(format!("cannot mknod in {}", devs.path().display()));
+            return;
+        }
+    }
+    let dir = devs.path().to_path_buf();
+    let Some(h) = harness_with(|c| c.with_device_dir(dir)) else {
+        return;
+    };
+    // The slice holds GPU 1 only.
+    let gpu = ContainerLimits {
+        gpus: vec![1],
+        ..limits()
+    };
+    let script = "ls /dev | grep nvidia; echo written > /dev/nvidia1 && echo gpu-ok; \
+        cat /dev/nvidia1; echo x > /dev/nvidiactl; echo x > /dev/nvidia-uvm && echo uvm-ok";
+    h.start(2, sh(script), gpu).unwrap();
+    assert_eq!(h.wait(2), TaskStatus::Finished(Exit::Code(0)));
+    let r = h.runner.result(2, PEER).unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["nvidia-uvm", "nvidia1", "nvidiactl", "gpu-ok", "uvm-ok"],
+        "{stdout}{stderr}"
+    );
+    // The cgroup let the open through to the (absent) driver: ENXIO, not EPERM.
+    assert!(
+        stderr.contains("nvidiactl: No such device or address"),
+        "{stderr}"
+    );
+    // A slice without GPUs sees none of them.
+    h.start(3, sh("ls /dev | grep nvidia; echo done"), limits())
+        .unwrap();
+    assert_eq!(h.wait(3), TaskStatus::Finished(Exit::Code(0)));
+    let r = h.runner.result(3, PEER).unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "done\n");
+}
+
+/// A network namespace standing in for a network beyond the host (the internet, a LAN), routed
+/// from the host over a veth (`<host>/24` here, `<server>/24` there), with a TCP server on port
+/// 8080 that answers `name`; deleted (with its veth and server) when dropped.
+struct StandIn {
+    netns: String,
+    server: std::process::Child,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
+    }
+}
+
+const INTERNET_HOST: &str = "203.0.113.1";
+const INTERNET_SERVER: &str = "203.0.113.2";
+const LAN_HOST: &str = "198.51.100.1";
+const LAN_SERVER: &str = "198.51.100.2";
+
+fn stand_in(name: &str, host: &str, server: &str) -> Result<StandIn, String> {
+    let netns = format!("sonmtest-{name}-{}", std::process::id());
+    let ip = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let host_link = format!("t{name}{}", std::process::id() % 100_000);
+    ip(&["netns", "add", &netns])?;
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns, BUSYBOX, "nc", "-ll", "-p", "8080"])
+        .args(["-e", "echo", name])
+        .spawn();
+    let net = StandIn {
+        netns: netns.clone(),
+        server: child.map_err(|e| format!("starting the server: {e}"))?,
+    };
+    ip(&[
+        "link", "add", &host_link, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+    ])?;
+    ip(&["addr", "add", &format!("{host}/24"), "dev", &host_link])?;
+    ip(&["link", "set", &host_link, "up"])?;
+    ip(&[
+        "-n",
+        &netns,
+        "addr",
+        "add",
+        &format!("{server}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+    Ok(net)
+}
+
+/// Stops task `.1` when dropped and waits (bounded) for its end, so a failed assertion does
+/// not leave its container running.
+struct StopOnDrop<'a>(&'a Harness, u64);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.runner.stop(self.1, PEER);
+        for _ in 0..500 {
+            match self.0.runner.status(self.1, PEER) {
+                Ok(TaskStatus::Running) => std::thread::sleep(Duration::from_millis(20)),
+                _ => return,
+            }
+        }
+    }
+}
+
+#[test]
+fn outbound_containers_reach_the_internet_and_nothing_of_the_host() {
+    for tool in ["ip", "nft"] {
+        let found = std::process::Command::new(tool)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            skip(format!("`{tool}` is not installed (iproute2, nftables)"));
+            return;
+        }
+    }
+    // Its own subnet (other tests' workers on this host use the default one); the stand-in
+    // LAN is the supplier's, denied.
+    let net = NetConfig::new("10.219.0.0/24", &["198.51.100.0/24".into()]).unwrap();
+    let Some(h) = harness_with(|c| c.with_net(net)) else {
+        return;
+    };
+    let nets = stand_in("internet", INTERNET_HOST, INTERNET_SERVER)
+        .and_then(|i| Ok((i, stand_in("lan", LAN_HOST, LAN_SERVER)?)));
+    let _nets = match nets {
+        Ok(n) => n,
+        Err(e) => {
+            skip(format!("cannot build the stand-in networks: {e}"));
+            return;
+        }
+    };
+    // A listener on the host's own addresses; nothing may connect to it.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reached = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = reached.clone();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::io::Write::write_all(&mut c, b"host\n");
+        }
+    });
+    let outbound = ContainerLimits {
+        outbound: true,
+        ..limits()
+    };
+    // Another outbound container, listening: task 4 gets slot 4 of the /24, 10.219.0.18.
+    h.start(
+        4,
+        sh("ip -o -4 addr show eth0; nc -ll -p 9000 -e echo peer"),
+        outbound.clone(),
+    )
+    .unwrap();
+    // Stopped (and its network torn down) even if an assertion below fails.
+    let _listener_task = StopOnDrop(&h, 4);
+    wait_stdout(&h, 4, "inet 10.219.0.18/30");
+    let script = format!(
+        "gw=$(ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'); \
+         nc -w 3 {INTERNET_SERVER} 8080 </dev/null; echo internet=$?; \
+         nc -w 1 {INTERNET_HOST} {port} </dev/null; echo host-address=$?; \
+         nc -w 1 ${{gw:-10.219.0.1}} {port} </dev/null; echo gateway=$?; \
+         nc -w 1 10.219.0.18 9000 </dev/null; echo other-container=$?; \
+         nc -w 1 {LAN_SERVER} 8080 </dev/null; echo lan=$?; \
+         nc -w 1 169.254.169.254 80 </dev/null; echo metadata=$?"
+    );
+    h.start(2, sh(&script), outbound).unwrap();
+    assert_eq!(h.wait(2), TaskStatus::Finished(Exit::Code(0)));
+    let r = h.runner.result(2, PEER).unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "internet",
+            "internet=0",
+            "host-address=1",
+            "gateway=1",
+            "other-container=1",
+            "lan=1",
+            "metadata=1"
+        ],
+        "{stdout}{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    h.runner.stop(4, PEER).unwrap();
+    h.wait(4);
+    // Without the netflag: loopback only, nothing reachable.
+    h.start(3, sh(&script), limits()).unwrap();
+    assert_eq!(h.wait(3), TaskStatus::Finished(Exit::Code(0)));
+    let r = h.runner.result(3, PEER).unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "internet=1",
+            "host-address=1",
+            "gateway=1",
+            "other-container=1",
+            "lan=1",
+            "metadata=1"
+        ],
+        "{stdout}"
+    );
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Nothing of the tasks is left: no namespace, no veth.
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let prefix = format!("sonm-{}-", h.instance);
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains(&prefix));
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let link_prefix = format!("s{}h", &h.instance[..8]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&link_prefix),
+        "{}",
+        String::from_utf8_lossy(&links.stdout)
+    );
+    // The start-up clean-up removes the worker's table too.
+    let table = format!("sonm_{}", h.instance);
+    let listed = |t: &str| {
+        std::process::Command::new("nft")
+            .args(["list", "table", "inet", t])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(listed(&table));
+    containers(&h.state(), &h.instance)
+        .clean_leftovers()
+        .unwrap();
+    assert!(!listed(&table));
 }

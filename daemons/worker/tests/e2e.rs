@@ -2,7 +2,8 @@
 //! in process) placing its asks, a customer placing a matching bid and opening the deal on
 //! chain, then running the example sha256 WASM job over QUIC and checking the result and the
 //! signed usage receipt; a stranger and a deal-less request refused; billing, closing (by the
-//! consumer, and by the worker at a forward deal's end), and a restart that loses nothing.
+//! consumer, and by the worker at a forward deal's end), the results of an ended deal removed
+//! after the retention, and a restart that loses nothing.
 //!
 //! Needs `contracts/scripts/install-tools.sh` (anvil) and `wasm-runtime/jobs/build.sh` (the
 //! example jobs); the test says so when either is missing.
@@ -66,6 +67,8 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
             ..BenchConfig::default()
         },
         billing: BillingPolicy { interval: 2 },
+        // Short, so that the test sees an ended deal's results go.
+        result_retention_s: 1,
         master: Some(DEV_KEYS[3].parse::<PrivateKeySigner>().unwrap().address()),
         plans: vec![
             plan("spot-small", "256MiB", 1_000_000_000, 0),
@@ -438,6 +441,34 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
             client.start_wasm(start.clone()).await,
             Err(ClientError::Refused(TaskError::DealClosed(_)))
         ));
+
+        // --- Retention: the ended deal's results stay fetchable for `result_retention_s`
+        // (nothing sweeps until asked here), then they are removed; status and receipt stay.
+        assert_eq!(client.result(task).await.unwrap(), result);
+        let kept_dir = config.state_dir.join("results").join(task.to_string());
+        assert!(kept_dir.is_dir());
+        let mut swept = 0;
+        for _ in 0..100 {
+            swept = worker.sweep_results();
+            if swept > 0 {
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        assert_eq!(swept, 4, "the deal's four finished tasks");
+        assert!(!kept_dir.exists());
+        assert!(matches!(
+            client.result(task).await,
+            Err(ClientError::Refused(TaskError::ResultGone(t))) if t == task
+        ));
+        assert_eq!(
+            client.status(task).await.unwrap(),
+            sonm_worker::proto::TaskStatus::Finished(Exit::Code(0))
+        );
+        assert_eq!(
+            worker.store().task(task).unwrap().unwrap().receipt,
+            Some(result.receipt.clone())
+        );
         worker.sync_plans().await.unwrap();
         let small_again = worker.store().plan(small.id).unwrap().unwrap();
         assert_eq!(small_again.deal, None);

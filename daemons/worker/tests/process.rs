@@ -1,6 +1,8 @@
 //! The `sonm-worker` binary as a real process: it reads its TOML config, places its ask on a
 //! real anvil, serves a customer's sha256 job over QUIC under a deal; then it is killed with
-//! SIGKILL and restarted, and the deal is still served while nothing is placed twice.
+//! SIGKILL and restarted, and the deal is still served while nothing is placed twice; the
+//! finished task's result is downloaded again (by its consumer only), an orphan results
+//! directory is gone, and a stored output changed on disk is refused.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -21,6 +23,7 @@ use sonm_worker::chain::Chain;
 use sonm_worker::client::{ClientError, TaskClient, client_endpoint};
 use sonm_worker::config::PlanConfig;
 use sonm_worker::proto::{Exit, File, StartWasm, TaskError, TaskLimits, TaskStatus};
+use sonm_worker::receipt::verify_result;
 use sonm_worker::{Config, billing::BillingPolicy};
 
 /// The worker process, killed (SIGKILL) and reaped when dropped.
@@ -240,6 +243,11 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
 
         // kill -9, restart: the deal is still known and served; no second ask for the sold slice.
         drop(worker);
+        // What a crash between moving a result in and recording it leaves: removed at start.
+        let results = config.state_dir.join("results");
+        let orphan = results.join("999999");
+        std::fs::create_dir_all(orphan.join("output")).unwrap();
+        std::fs::write(orphan.join("output/x"), b"never recorded").unwrap();
         let mut worker = spawn_worker(&config_path, &log);
         let again = run(start).await;
         assert_eq!(again.exit, Exit::Code(0));
@@ -255,7 +263,13 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
             "one ask only"
         );
 
-        // The task of the killed run: its status and receipt survived, its outputs did not.
+        assert!(
+            !orphan.exists(),
+            "the orphan results directory is removed at start"
+        );
+
+        // The task of the killed run: its status, receipt and outputs survived; its consumer
+        // downloads every output again (checked against the announced sha256s and the receipt).
         let client = TaskClient::connect(&endpoint, listen, worker_address)
             .await
             .unwrap();
@@ -264,9 +278,38 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
             client.status(old_task).await.unwrap(),
             TaskStatus::Finished(Exit::Code(0))
         );
+        let kept = client.result(old_task).await.unwrap();
+        verify_result(&kept, worker_address).unwrap();
+        assert_eq!(kept, result, "the same result as before the kill");
+        assert_eq!(String::from_utf8_lossy(&kept.outputs[0].bytes), expected);
+        // Nobody else gets it.
+        let stranger_key = EthKey::random();
+        let stranger_endpoint =
+            client_endpoint(&stranger_key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let stranger = TaskClient::connect(&stranger_endpoint, listen, worker_address)
+            .await
+            .unwrap();
+        for refused in [
+            stranger.result(old_task).await.map(drop),
+            stranger.status(old_task).await.map(drop),
+        ] {
+            assert!(
+                matches!(
+                    refused,
+                    Err(ClientError::Refused(TaskError::NotYourTask { .. }))
+                ),
+                "{refused:?}"
+            );
+        }
+        // A stored output changed on disk is refused by the worker, typed, not served.
+        let stored = results.join(format!("{old_task}/output/SHA256SUMS"));
+        let mut bytes = std::fs::read(&stored).unwrap();
+        bytes[0] ^= 0x20;
+        std::fs::write(&stored, &bytes).unwrap();
         assert!(matches!(
             client.result(old_task).await,
-            Err(ClientError::Refused(TaskError::ResultGone(_)))
+            Err(ClientError::Refused(TaskError::ResultCorrupt { task, path }))
+                if task == old_task && path == "SHA256SUMS"
         ));
 
         // SIGTERM: a graceful stop.

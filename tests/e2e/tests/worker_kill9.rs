@@ -4,9 +4,9 @@
 //! the deal continues (a new task runs on it after the restart), the seconds the worker was
 //! down are billed by the restarted worker (not lost), nothing is billed twice (the
 //! `DealBilled` payouts add up to price × (close − start), which is exactly the supplier's
-//! balance change and the customer's loss), the finished task's status and receipt survive
-//! while its outputs are reported gone (typed `result_gone`), and the task that was running
-//! at the crash is reported lost.
+//! balance change and the customer's loss), the finished task's status, receipt and outputs
+//! survive (the same verified result as before the crash), and the task that was running at
+//! the crash is reported lost.
 
 use std::time::Duration;
 
@@ -89,13 +89,17 @@ fn the_worker_killed_mid_deal_bills_neither_less_nor_twice_after_its_restart() {
     assert_eq!(r["exit"]["code"], 0, "{r}");
     assert_eq!(r["receipt"]["verified"], true, "{r}");
 
-    // The finished task: its status survived, its outputs did not (a typed refusal).
+    // The finished task: its status and its result survived (kept on the worker's disk).
     let s = node.task_status(deal, done).unwrap();
     assert_eq!(s["status"], "finished", "{s}");
-    let err = node
-        .sonm(&["task", "result", &d, &done_s])
-        .expect_err("the result's outputs are gone after kill -9");
-    assert!(err.contains("result_gone"), "{err}");
+    let kept = node.sonm_ok(&["task", "result", &d, &done_s]);
+    assert_eq!(kept["receipt"]["verified"], true, "{kept}");
+    assert_eq!(kept["outputs"], result["outputs"], "{kept}");
+    assert_eq!(kept["stdout"], result["stdout"], "{kept}");
+    assert_eq!(
+        kept["receipt"]["outputs_sha256"], result["receipt"]["outputs_sha256"],
+        "{kept}"
+    );
     // The running task: reported lost.
     let s = node.task_status(deal, running).unwrap();
     assert_eq!(s["status"], "failed", "{s}");
