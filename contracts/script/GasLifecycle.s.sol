@@ -12,11 +12,16 @@ interface VmScript {
     function stopBroadcast() external;
     function addr(uint256 privateKey) external pure returns (address);
     function sleep(uint256 millis) external;
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
 }
 
 /// Cross-checks the README's gas table on a real chain: deploys to a local
-/// anvil and runs a spot deal's life as real transactions, so the receipts'
-/// gasUsed (in broadcast/) include everything a user pays.
+/// anvil and opens the measured spot deals as real transactions: one from
+/// two placed orders (place ask, place bid, open) and two from signed orders
+/// (open only), for authors with a fresh and with a warm nonce word. The
+/// bills and closes that depend on mined timestamps (each takes the deal's
+/// current state) are sent afterwards by scripts/gas-anvil.sh from the
+/// events; the receipts' gasUsed include everything a user pays.
 ///   scripts/gas-anvil.sh
 contract GasLifecycle {
     VmScript internal constant vm = VmScript(address(uint160(uint256(keccak256("hevm cheat code")))));
@@ -54,14 +59,18 @@ contract GasLifecycle {
         snm.approve(address(market), type(uint256).max);
         vm.stopBroadcast();
 
-        // A first deal, left open, puts the market in the state of a live
-        // chain: counters and the Market's balance are already non-zero.
-        _life(market, supplier, consumer, "warm", false);
-        // The measured one.
-        _life(market, supplier, consumer, "measured", true);
+        // Deals left open put the market in the state of a live chain:
+        // counters and the Market's balance are non-zero, and both parties
+        // have used signed-order nonce 0 (their nonce word 0 is non-zero).
+        _placed(market, supplier, consumer, "warm");
+        _signed(market, supplier, consumer, "warm", 0);
+        // The measured opens.
+        _placed(market, supplier, consumer, "measured");
+        _signed(market, supplier, consumer, "fresh", 256);
+        _signed(market, supplier, consumer, "warm2", 1);
     }
 
-    function _life(Market market, address supplier, address consumer, bytes32 tag, bool whole) internal {
+    function _placed(Market market, address supplier, address consumer, bytes32 tag) internal {
         Market.Order memory ask = order(2, supplier, 100);
         ask.tag = tag;
         Market.Order memory bid = order(1, consumer, 50);
@@ -71,16 +80,23 @@ contract GasLifecycle {
         vm.stopBroadcast();
         vm.startBroadcast(CONSUMER);
         uint256 bidId = market.placeOrder(bid);
-        uint256 id = market.openDeal(askId, ask, bidId, bid);
+        market.openDeal(Market.OrderRef(askId, ask, 0, 0, ""), Market.OrderRef(bidId, bid, 0, 0, ""));
         vm.stopBroadcast();
-        if (!whole) return;
-        vm.startBroadcast(SUPPLIER);
-        market.bill(id);
-        market.bill(id);
-        market.bill(id);
-        vm.stopBroadcast();
+    }
+
+    function _signed(Market market, address supplier, address consumer, bytes32 tag, uint256 nonce) internal {
+        Market.Order memory ask = order(2, supplier, 100);
+        ask.tag = tag;
+        Market.Order memory bid = order(1, consumer, 50);
+        bid.tag = tag;
+        uint64 expiry = uint64(block.timestamp + 1 days);
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(SUPPLIER, market.signedOrderDigest(ask, expiry, nonce));
+        Market.OrderRef memory askRef = Market.OrderRef(0, ask, expiry, nonce, abi.encodePacked(r, s, v));
+        (v, r, s) = vm.sign(CONSUMER, market.signedOrderDigest(bid, expiry, nonce));
+        Market.OrderRef memory bidRef = Market.OrderRef(0, bid, expiry, nonce, abi.encodePacked(r, s, v));
+        // Opened by the consumer (anyone may).
         vm.startBroadcast(CONSUMER);
-        market.closeDeal(id, false);
+        market.openDeal(askRef, bidRef);
         vm.stopBroadcast();
     }
 }

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Runs script/GasLifecycle.s.sol against a throwaway local anvil and prints
-# each transaction's gasUsed from the receipts (what a user actually pays).
-# Anvil mines every transaction in its own block, one second apart, so the
-# three bills each bill a second or so: the same code path as hourly bills.
-# The simulation runs at one timestamp (bills owe nothing there), hence the
-# generous gas limits: receipts report what was used, not the limit.
+# Runs the spot deal lives of the README's gas table as real transactions on
+# a throwaway local anvil and prints each transaction's gasUsed from the
+# receipts (what a user actually pays): placed orders (place ask, place bid,
+# open, 3 bills, close) and signed orders (open, 3 bills, close) for authors
+# with a fresh and with a warm nonce word.
+#
+# script/GasLifecycle.s.sol deploys and opens the deals (forge script). The
+# bills and the close each take the deal's current state, which depends on
+# the mined timestamps, so they are sent afterwards from node over JSON-RPC
+# (anvil's unlocked dev accounts), the state rebuilt from the previous
+# receipts' events as a client would. Anvil mines a block every second, so
+# each bill bills a second or so: the same code path as hourly bills.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
@@ -20,11 +26,5 @@ for _ in $(seq 50); do
 done
 "$FORGE" script script/GasLifecycle.s.sol:GasLifecycle --rpc-url "http://127.0.0.1:$PORT" --broadcast --slow \
   --gas-estimate-multiplier 300 >/dev/null
-node -e '
-const run = require(process.argv[1]);
-const rows = run.transactions.map((t, i) => [t.function || ("deploy " + t.contractName), parseInt(run.receipts[i].gasUsed, 16)]);
-// The measured life is the last 7 transactions.
-const life = rows.slice(-7);
-for (const [f, g] of life) console.log(String(g).padStart(8) + "  " + f);
-console.log(String(life.reduce((s, r) => s + r[1], 0)).padStart(8) + "  total");
-' "$PWD/$(ls -t cache/broadcast/GasLifecycle.s.sol/*/run-latest.json | head -1)"
+node scripts/gas-anvil-lives.js "http://127.0.0.1:$PORT" \
+  "$PWD/$(ls -t cache/broadcast/GasLifecycle.s.sol/*/run-latest.json | head -1)"

@@ -3,6 +3,7 @@ pragma solidity 0.8.37;
 
 import {IERC20} from "./IERC20.sol";
 import {Owned} from "./Owned.sol";
+import {Signatures} from "./Signatures.sol";
 
 /// @title Gate: moves SNM between the main chain and the SONM chain.
 /// @notice One Gate runs on each chain, each holding a reserve of SNM. A user
@@ -37,8 +38,6 @@ contract Gate is Owned {
         keccak256("Transfer(uint256 srcChainId,address srcGate,uint256 nonce,address to,uint256 amount)");
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
-    /// secp256k1 n / 2: signatures with a larger s are the malleable twin.
-    uint256 private constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     IERC20 public immutable token;
     uint256 private immutable cachedChainId;
@@ -172,8 +171,7 @@ contract Gate is Owned {
     // ------------------------------------------------------------ internals
 
     function _recover(bytes32 digest, Signature calldata sig, uint256 index) private pure returns (address signer) {
-        if (uint256(sig.s) > HALF_N || (sig.v != 27 && sig.v != 28)) revert InvalidSignature(index);
-        signer = ecrecover(digest, sig.v, sig.r, sig.s);
+        signer = Signatures.recover(digest, sig.v, sig.r, sig.s);
         if (signer == address(0)) revert InvalidSignature(index);
     }
 

@@ -12,52 +12,104 @@ import {IERC20} from "../src/IERC20.sol";
 /// `forge test --match-contract GasTest --isolate --gas-report` so that every
 /// call below is its own transaction with cold storage.
 contract GasTest is MarketBase {
+    uint256 internal constant T = 1_800_000_000;
+    /// A nonce in a bitmap word the parties have already used (warm: the
+    /// word is non-zero) and one in a word they never touched.
+    uint256 internal constant WARM_NONCE = 1;
+    uint256 internal constant FRESH_NONCE = 256;
+
     function setUp() public override {
         super.setUp();
-        vm.warp(1_800_000_000);
+        vm.warp(T);
         // Warm-up state: another open deal keeps the Market's balance non-zero,
         // and the supplier already holds SNM (it was funded in MarketBase).
         Market.Order memory ask = askOrder(PRICE, 0);
         ask.tag = "warm";
         openWith(ask, bidOrder(PRICE, 0));
+        // Both parties have used signed-order nonce 0 (a deal left open), so
+        // nonce word 0 is non-zero for each of them; word 1 is untouched.
+        Market.Order memory sAsk = askOrder(PRICE, 0);
+        sAsk.tag = "warm-signed";
+        market.openDeal(signed(sAsk, 0), signed(bidOrder(PRICE, 0), 0));
+    }
+
+    /// The state of a deal opened at T, last billed at `lastBill`.
+    function stateAt(uint64 duration, uint256 lastBill) internal view returns (Market.DealState memory) {
+        return Market.DealState(supplier, consumer, supplier, PRICE, uint64(T), duration, uint64(lastBill));
+    }
+
+    /// Three hourly bills by the supplier, then the close: a spot deal ten
+    /// minutes after the third bill by the consumer, a forward deal (4 h) at
+    /// its end by the supplier.
+    function billAndClose(uint256 id, uint64 duration) internal {
+        for (uint256 i = 1; i <= 3; ++i) {
+            vm.warp(T + i * 1 hours);
+            vm.prank(supplier);
+            market.bill(id, stateAt(duration, T + (i - 1) * 1 hours));
+        }
+        if (duration == 0) {
+            vm.warp(T + 3 hours + 600);
+            vm.prank(consumer);
+        } else {
+            vm.warp(T + duration);
+            vm.prank(supplier);
+        }
+        market.closeDeal(id, stateAt(duration, T + 3 hours), false);
+    }
+
+    function placedLife(uint64 duration) internal {
+        Market.Order memory ask = askOrder(PRICE, duration);
+        Market.Order memory bid = bidOrder(PRICE, duration);
+        vm.prank(supplier);
+        uint256 askId = market.placeOrder(ask);
+        vm.prank(consumer);
+        uint256 bidId = market.placeOrder(bid);
+        vm.prank(consumer);
+        uint256 id = market.openDeal(placed(askId, ask), placed(bidId, bid));
+        billAndClose(id, duration);
+    }
+
+    /// Both orders signed off chain (no transaction), opened by the consumer.
+    function signedLife(uint64 duration, uint256 nonce) internal {
+        Market.OrderRef memory ask = signed(askOrder(PRICE, duration), nonce);
+        Market.OrderRef memory bid = signed(bidOrder(PRICE, duration), nonce);
+        vm.prank(consumer);
+        uint256 id = market.openDeal(ask, bid);
+        billAndClose(id, duration);
     }
 
     function test_gas_spotDealLifecycle() public {
-        Market.Order memory ask = askOrder(PRICE, 0);
-        Market.Order memory bid = bidOrder(PRICE, 0);
-        vm.prank(supplier);
-        uint256 askId = market.placeOrder(ask);
-        vm.prank(consumer);
-        uint256 bidId = market.placeOrder(bid);
-        vm.prank(consumer);
-        uint256 id = market.openDeal(askId, ask, bidId, bid);
-        for (uint256 i = 1; i <= 3; ++i) {
-            vm.warp(1_800_000_000 + i * 1 hours);
-            vm.prank(supplier);
-            market.bill(id);
-        }
-        vm.warp(1_800_000_000 + 3 hours + 600);
-        vm.prank(consumer);
-        market.closeDeal(id, false);
+        placedLife(0);
     }
 
     function test_gas_forwardDealLifecycle() public {
-        Market.Order memory ask = askOrder(PRICE, 4 hours);
-        Market.Order memory bid = bidOrder(PRICE, 4 hours);
+        placedLife(4 hours);
+    }
+
+    function test_gas_signedSpotLife_freshNonceWord() public {
+        signedLife(0, FRESH_NONCE);
+    }
+
+    function test_gas_signedSpotLife_warmNonceWord() public {
+        signedLife(0, WARM_NONCE);
+    }
+
+    function test_gas_signedForwardLife_freshNonceWord() public {
+        signedLife(4 hours, FRESH_NONCE);
+    }
+
+    function test_gas_signedForwardLife_warmNonceWord() public {
+        signedLife(4 hours, WARM_NONCE);
+    }
+
+    /// A placed ask taken by a signed bid (the consumer never transacts
+    /// before the deal): open pulls the blocking from the consumer.
+    function test_gas_openPlacedAskSignedBid() public {
+        Market.Order memory ask = askOrder(PRICE, 0);
         vm.prank(supplier);
         uint256 askId = market.placeOrder(ask);
-        vm.prank(consumer);
-        uint256 bidId = market.placeOrder(bid);
-        vm.prank(consumer);
-        uint256 id = market.openDeal(askId, ask, bidId, bid);
-        for (uint256 i = 1; i <= 3; ++i) {
-            vm.warp(1_800_000_000 + i * 1 hours);
-            vm.prank(supplier);
-            market.bill(id);
-        }
-        vm.warp(1_800_000_000 + 4 hours);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.openDeal(placed(askId, ask), signed(bidOrder(PRICE, 0), WARM_NONCE));
     }
 
     function test_gas_cancel() public {
@@ -68,12 +120,23 @@ contract GasTest is MarketBase {
         market.cancelOrder(bidId, bid);
     }
 
+    function test_gas_cancelNonces() public {
+        vm.prank(supplier);
+        market.cancelNonces(0, 1 << 7);
+    }
+
     function test_gas_quickBuy() public {
         Market.Order memory ask = askOrder(PRICE, 0);
         vm.prank(supplier);
         uint256 askId = market.placeOrder(ask);
         vm.prank(consumer);
-        market.quickBuy(askId, ask, 0);
+        market.quickBuy(placed(askId, ask), 0);
+    }
+
+    function test_gas_quickBuySigned() public {
+        Market.OrderRef memory ask = signed(askOrder(PRICE, 0), WARM_NONCE);
+        vm.prank(consumer);
+        market.quickBuy(ask, 0);
     }
 
     function test_gas_closeForwardEarlyWithBlacklist() public {
@@ -84,19 +147,21 @@ contract GasTest is MarketBase {
         vm.prank(consumer);
         uint256 bidId = market.placeOrder(bid);
         vm.prank(consumer);
-        uint256 id = market.openDeal(askId, ask, bidId, bid);
-        vm.warp(1_800_000_000 + 1 hours);
+        uint256 id = market.openDeal(placed(askId, ask), placed(bidId, bid));
+        vm.warp(T + 1 hours);
         vm.prank(consumer);
-        market.closeDeal(id, true);
+        market.closeDeal(id, stateAt(4 hours, T), true);
     }
 
     function test_gas_changeRequest() public {
+        Market.DealState memory s = stateAt(0, T);
         vm.prank(supplier);
-        market.createChangeRequest(1, PRICE / 2, 0); // one-sided: applies at once
+        market.createChangeRequest(1, s, PRICE / 2, 0); // one-sided: applies at once
+        s.price = PRICE / 2;
         vm.prank(supplier);
-        uint256 rid = market.createChangeRequest(1, PRICE, 0); // needs the consumer
+        uint256 rid = market.createChangeRequest(1, s, PRICE, 0); // needs the consumer
         vm.prank(consumer);
-        market.approveChangeRequest(rid);
+        market.approveChangeRequest(rid, s);
     }
 
     /// A gate transfer: lock on one side, pay with 2 of 3 keeper signatures on the other.

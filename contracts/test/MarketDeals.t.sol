@@ -25,9 +25,10 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(market));
         emit Market.DealOpened(1, supplier, consumer, supplier, askId, bidId, PRICE, 0, uint64(T0), PRICE * 3600);
         vm.prank(stranger); // anyone may open a matching pair
-        uint256 id = market.openDeal(askId, ask, bidId, bid);
+        uint256 id = market.openDeal(placed(askId, ask), placed(bidId, bid));
 
-        (Market.Deal memory d,, uint256 endTime) = market.getDeal(id);
+        Market.DealState memory d = deal(id);
+        uint256 endTime = endOf(id);
         assertEq(id, 1, "id");
         assertEq(market.dealCount(), 1, "count");
         assertEq(d.supplier, supplier, "supplier");
@@ -39,7 +40,8 @@ contract MarketDealsTest is MarketBase {
         assertEq(d.lastBillTime, T0, "last bill");
         assertEq(blockedOf(id), PRICE * 3600, "blocked");
         assertEq((snm.balanceOf(supplier) - FUND), 0, "payout");
-        assertEq(uint256(d.status), uint256(Market.DealStatus.Active), "active");
+        assertTrue(active(id), "active");
+        assertEq(market.dealHashes(id), keccak256(abi.encode(d)), "one word: the state's hash");
         assertEq(endTime, 0, "open spot deal has no end");
     }
 
@@ -53,15 +55,26 @@ contract MarketDealsTest is MarketBase {
 
     function test_openDeal_forwardEndTime() public {
         uint256 id = openForward(3 hours);
-        (Market.Deal memory d,, uint256 endTime) = market.getDeal(id);
+        uint256 endTime = endOf(id);
         assertEq(endTime, T0 + 3 hours, "end");
         assertEq(blockedOf(id), PRICE * 3 hours, "whole short deal blocked");
     }
 
-    function test_getDeal_unknownIsEmpty() public view {
-        (Market.Deal memory d,, uint256 endTime) = market.getDeal(42);
-        assertEq(uint256(d.status), 0, "none");
-        assertEq(endTime, 0, "no end");
+    function test_dealHashes_unknownIsEmpty() public view {
+        assertEq(market.dealHashes(42), bytes32(0), "none");
+    }
+
+    function test_dealInfo_derivesBlockedAndEnd() public view {
+        Market.DealState memory s = Market.DealState(supplier, consumer, supplier, PRICE, uint64(T0), 0, uint64(T0));
+        (uint256 blocked, uint256 endTime) = market.dealInfo(s);
+        assertEq(blocked, PRICE * 1 hours, "spot: an hour");
+        assertEq(endTime, 0, "spot: no end");
+        s.duration = 3 days;
+        s.lastBillTime = uint64(T0 + 2 days + 1 hours);
+        (blocked, endTime) = market.dealInfo(s);
+        assertEq(blocked, PRICE * 23 hours, "forward: the rest, under a day");
+        assertEq(endTime, T0 + 3 days, "forward: start + duration");
+        assertEq(market.dealHash(s), keccak256(abi.encode(s)), "dealHash = keccak of the ABI encoding");
     }
 
     // ----------------------------------------------------------------- bill
@@ -72,11 +85,11 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(market));
         emit Market.DealBilled(id, 600 * PRICE, 3600 * PRICE, uint64(T0 + 600));
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(snm.balanceOf(supplier), FUND + 600 * PRICE, "paid 10 min");
         assertEq(snm.balanceOf(consumer), FUND - 4200 * PRICE, "consumer: 1h blocked + 10 min");
         assertEq(snm.balanceOf(address(market)), 3600 * PRICE, "still 1h blocked");
-        Market.Deal memory d = deal(id);
+        Market.DealState memory d = deal(id);
         assertEq((snm.balanceOf(supplier) - FUND), 600 * PRICE, "payout");
         assertEq(d.lastBillTime, T0 + 600, "billed to now");
         assertEq(blockedOf(id), 3600 * PRICE, "blocked");
@@ -86,7 +99,7 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openSpot();
         vm.warp(T0 + 5 hours);
         vm.prank(consumer);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(snm.balanceOf(supplier), FUND + 5 hours * PRICE, "all 5 hours");
         assertEq(blockedOf(id), 3600 * PRICE, "blocking intact");
     }
@@ -95,9 +108,9 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openSpot();
         vm.warp(T0 + 100);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq((snm.balanceOf(supplier) - FUND), 100 * PRICE, "once");
         assertEq(snm.balanceOf(supplier), FUND + 100 * PRICE, "once");
     }
@@ -106,7 +119,7 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openForward(2 hours);
         vm.warp(T0 + 1 hours);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(snm.balanceOf(supplier), FUND + 1 hours * PRICE, "paid 1h");
         assertEq(snm.balanceOf(consumer), FUND - 2 hours * PRICE, "no top-up needed");
         assertEq(blockedOf(id), 1 hours * PRICE, "1h left blocked");
@@ -116,14 +129,14 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openForward(2 hours);
         vm.warp(T0 + 10 hours);
         vm.prank(supplier);
-        market.bill(id);
-        Market.Deal memory d = deal(id);
+        market.bill(id, st(id));
+        Market.DealState memory d = deal(id);
         assertEq((snm.balanceOf(supplier) - FUND), 2 hours * PRICE, "only the agreed 2h");
         assertEq(d.lastBillTime, T0 + 2 hours, "billed to end");
         assertEq(blockedOf(id), 0, "nothing left");
         vm.warp(T0 + 11 hours);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq((snm.balanceOf(supplier) - FUND), 2 hours * PRICE, "nothing more after the end");
     }
 
@@ -131,20 +144,20 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openForward(3 days);
         vm.warp(T0 + 12 hours);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(blockedOf(id), 1 days * PRICE, "a day ahead again");
         assertEq(snm.balanceOf(consumer), FUND - 36 hours * PRICE, "consumer paid 12h + 1 day blocked");
         // In the last hour the blocking target is what remains of the term.
         vm.warp(T0 + 3 days - 1 hours);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(blockedOf(id), 1 hours * PRICE, "only the last hour blocked");
         assertEq((snm.balanceOf(supplier) - FUND), (3 days - 1 hours) * PRICE, "payout");
         // Half an hour later the blocking covers the rest: no top-up, it shrinks.
         uint256 consumerBefore = snm.balanceOf(consumer);
         vm.warp(T0 + 3 days - 30 minutes);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(snm.balanceOf(consumer), consumerBefore, "no top-up");
         assertEq(blockedOf(id), 30 minutes * PRICE, "paid from the blocking");
     }
@@ -161,10 +174,9 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(market));
         emit Market.DealClosed(id, address(0), uint64(T0 + 1000), 2600 * PRICE, false);
         vm.prank(supplier);
-        market.bill(id);
-        (Market.Deal memory d,, uint256 endTime) = market.getDeal(id);
-        assertEq(uint256(d.status), uint256(Market.DealStatus.Closed), "closed");
-        assertEq(endTime, T0 + 1000, "ended at the bill");
+        market.bill(id, st(id));
+        assertTrue(!active(id), "closed: word deleted");
+        assertEq(endOf(id), T0 + 1000, "ended at the bill");
         assertEq(snm.balanceOf(supplier), FUND + 1000 * PRICE, "supplier paid for the time");
         assertEq(snm.balanceOf(consumer), 2600 * PRICE, "rest of the blocking back");
         assertEq(snm.balanceOf(address(market)), 0, "market empty");
@@ -176,25 +188,25 @@ contract MarketDealsTest is MarketBase {
         snm.approve(address(market), 0);
         vm.warp(T0 + 2 hours); // owes 2h, only 1h blocked
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         assertEq(snm.balanceOf(supplier), FUND + 3600 * PRICE, "capped at the blocking");
         assertEq((snm.balanceOf(supplier) - FUND), 3600 * PRICE, "payout = blocked");
-        assertEq(uint256(deal(id).status), uint256(Market.DealStatus.Closed), "closed");
+        assertTrue(!active(id), "closed");
     }
 
     function test_bill_revertsForStrangerAndUnknownOrClosedDeal() public {
         uint256 id = openSpot();
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(Market.NotDealParty.selector, stranger));
-        market.bill(id);
+        market.bill(id, st(id));
         vm.prank(supplier);
         vm.expectRevert(abi.encodeWithSelector(Market.DealNotActive.selector, 7));
-        market.bill(7);
+        market.bill(7, st(7));
         vm.prank(consumer);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         vm.prank(supplier);
         vm.expectRevert(abi.encodeWithSelector(Market.DealNotActive.selector, id));
-        market.bill(id);
+        market.bill(id, st(id));
     }
 
     // ---------------------------------------------------------------- close
@@ -207,13 +219,12 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(market));
         emit Market.DealClosed(id, consumer, uint64(T0 + 300), 3300 * PRICE, false);
         vm.prank(consumer);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(consumer), FUND - 300 * PRICE, "paid exactly 5 min");
         assertEq(snm.balanceOf(supplier), FUND + 300 * PRICE, "earned 5 min");
         assertEq(snm.balanceOf(address(market)), 0, "nothing left");
-        (Market.Deal memory d,, uint256 endTime) = market.getDeal(id);
-        assertEq(uint256(d.status), uint256(Market.DealStatus.Closed), "closed");
-        assertEq(endTime, T0 + 300, "end");
+        assertTrue(!active(id), "closed");
+        assertEq(endOf(id), T0 + 300, "end");
         assertEq(blockedOf(id), 0, "blocked");
     }
 
@@ -221,7 +232,7 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openSpot();
         vm.warp(T0 + 60);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(supplier), FUND + 60 * PRICE, "paid");
     }
 
@@ -233,7 +244,7 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openSpot();
         vm.warp(T0 + 60);
         vm.prank(master);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(master), 60 * PRICE, "master paid");
         assertEq(snm.balanceOf(supplier), FUND, "worker not paid");
     }
@@ -242,19 +253,19 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openSpot();
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(Market.NotDealParty.selector, stranger));
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(Market.NotDealParty.selector, stranger));
-        market.closeDeal(id, true);
+        market.closeDeal(id, st(id), true);
     }
 
     function test_close_revertsTwice() public {
         uint256 id = openSpot();
         vm.prank(consumer);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         vm.prank(consumer);
         vm.expectRevert(abi.encodeWithSelector(Market.DealNotActive.selector, id));
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
     }
 
     function test_closeForwardEarly_revertsForEitherSideWithoutBlacklisting() public {
@@ -262,25 +273,25 @@ contract MarketDealsTest is MarketBase {
         vm.warp(T0 + 1 hours);
         vm.prank(supplier);
         vm.expectRevert(abi.encodeWithSelector(Market.DealNotEnded.selector, T0 + 2 hours));
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         vm.prank(consumer);
         vm.expectRevert(abi.encodeWithSelector(Market.DealNotEnded.selector, T0 + 2 hours));
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         // One second before the end is still early; at the end it may close.
         vm.warp(T0 + 2 hours - 1);
         vm.prank(supplier);
         vm.expectRevert(abi.encodeWithSelector(Market.DealNotEnded.selector, T0 + 2 hours));
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         vm.warp(T0 + 2 hours);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
     }
 
     function test_onlyConsumerMayBlacklist() public {
         uint256 id = openSpot();
         vm.prank(supplier);
         vm.expectRevert(Market.OnlyConsumerBlacklists.selector);
-        market.closeDeal(id, true);
+        market.closeDeal(id, st(id), true);
     }
 
     function test_closeForwardEarlyWithBlacklist_byConsumer() public {
@@ -291,7 +302,7 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(blacklist));
         emit BlacklistEvents.Blacklisted(consumer, supplier);
         vm.prank(consumer);
-        market.closeDeal(id, true);
+        market.closeDeal(id, st(id), true);
         assertTrue(blacklist.isListed(consumer, supplier), "supplier blacklisted");
         assertEq(snm.balanceOf(consumer), FUND - 30 minutes * PRICE, "paid only the time used");
         // The blacklisting bites at the next match.
@@ -301,14 +312,14 @@ contract MarketDealsTest is MarketBase {
         Market.Order memory bid = bidOrder(PRICE, 0);
         uint256 bidId = place(bid);
         vm.expectRevert(Market.SupplierBlacklisted.selector);
-        market.openDeal(askId, ask, bidId, bid);
+        market.openDeal(placed(askId, ask), placed(bidId, bid));
     }
 
     function test_closeForwardAfterEnd_bySupplier() public {
         uint256 id = openForward(2 hours);
         vm.warp(T0 + 2 hours);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(supplier), FUND + 2 hours * PRICE, "full term paid");
         assertEq(snm.balanceOf(consumer), FUND - 2 hours * PRICE, "nothing more");
         uint256 endTime = endOf(id);
@@ -319,10 +330,10 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openForward(3 days);
         vm.warp(T0 + 1 days);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         vm.warp(T0 + 4 days);
         vm.prank(consumer);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(supplier), FUND + 3 days * PRICE, "paid the term");
         assertEq(snm.balanceOf(consumer), FUND - 3 days * PRICE, "paid only the term");
         assertEq(snm.balanceOf(address(market)), 0, "market empty");
@@ -336,7 +347,7 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(market));
         emit Market.DealClosed(id, supplier, uint64(T0 + 100), 3500 * PRICE, false);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(supplier), FUND + 100 * PRICE, "paid from the blocking");
         assertEq(snm.balanceOf(consumer), FUND - 100 * PRICE, "rest refunded");
     }
@@ -351,7 +362,7 @@ contract MarketDealsTest is MarketBase {
         vm.expectEmit(address(market));
         emit Market.DealClosed(id, address(0), uint64(T0 + 2 hours), 0, false);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(supplier), FUND + 3600 * PRICE, "what the blocking covers");
     }
 
@@ -359,7 +370,7 @@ contract MarketDealsTest is MarketBase {
         uint256 id = openSpot();
         vm.warp(T0 + 3 hours);
         vm.prank(consumer);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         assertEq(snm.balanceOf(supplier), FUND + 3 hours * PRICE, "all 3 hours");
         assertEq(snm.balanceOf(consumer), FUND - 3 hours * PRICE, "consumer paid exactly that");
         assertEq(snm.balanceOf(address(market)), 0, "market empty");
@@ -370,7 +381,7 @@ contract MarketDealsTest is MarketBase {
         vm.startPrank(consumer);
         snm.approve(address(market), 0);
         vm.warp(T0 + 2 hours);
-        market.closeDeal(id, true);
+        market.closeDeal(id, st(id), true);
         vm.stopPrank();
         assertTrue(blacklist.isListed(consumer, supplier), "listed");
     }
@@ -399,7 +410,7 @@ contract MarketDealsTest is MarketBase {
             1, supplier, consumer, supplier, askId, askId + 1, PRICE, 2 hours, uint64(T0), 2 hours * PRICE
         );
         vm.prank(consumer);
-        uint256 id = market.quickBuy(askId, ask, 2 hours);
+        uint256 id = market.quickBuy(placed(askId, ask), 2 hours);
         assertEq(market.orderHashes(askId), bytes32(0), "ask consumed");
         assertEq(market.orderHashes(askId + 1), bytes32(0), "bid never left active");
         assertEq(deal(id).duration, 2 hours, "duration");
@@ -409,7 +420,7 @@ contract MarketDealsTest is MarketBase {
     function test_quickBuy_spot() public {
         uint256 askId = place(askOrder(PRICE, 0));
         vm.prank(consumer);
-        uint256 id = market.quickBuy(askId, askOrder(PRICE, 0), 0);
+        uint256 id = market.quickBuy(placed(askId, askOrder(PRICE, 0)), 0);
         assertEq(blockedOf(id), 3600 * PRICE, "1h blocked");
     }
 
@@ -418,24 +429,24 @@ contract MarketDealsTest is MarketBase {
         uint256 askId = place(ask);
         vm.startPrank(consumer);
         vm.expectRevert(abi.encodeWithSelector(Market.UnknownOrder.selector, askId + 1));
-        market.quickBuy(askId + 1, ask, 1 hours);
+        market.quickBuy(placed(askId + 1, ask), 1 hours);
         vm.expectRevert(Market.DurationMismatch.selector);
-        market.quickBuy(askId, ask, 2 hours);
+        market.quickBuy(placed(askId, ask), 2 hours);
         vm.expectRevert(Market.DurationMismatch.selector);
-        market.quickBuy(askId, ask, 0);
+        market.quickBuy(placed(askId, ask), 0);
         vm.stopPrank();
 
         Market.Order memory bid = bidOrder(PRICE, 0);
         uint256 bidId = place(bid);
         vm.prank(consumer);
         vm.expectRevert(abi.encodeWithSelector(Market.WrongOrderType.selector, bidId));
-        market.quickBuy(bidId, bid, 0);
+        market.quickBuy(placed(bidId, bid), 0);
 
         Market.Order memory free = askOrder(0, 0);
         uint256 freeId = place(free);
         vm.prank(consumer);
         vm.expectRevert(Market.ZeroPrice.selector);
-        market.quickBuy(freeId, free, 0);
+        market.quickBuy(placed(freeId, free), 0);
     }
 
     function test_quickBuy_enforcesPartyRules() public {
@@ -444,14 +455,14 @@ contract MarketDealsTest is MarketBase {
         uint256 askId = place(ask);
         vm.prank(consumer);
         vm.expectRevert(Market.ConsumerLevelTooLow.selector);
-        market.quickBuy(askId, ask, 0);
+        market.quickBuy(placed(askId, ask), 0);
 
         Market.Order memory named = askOrder(PRICE, 0);
         named.counterparty = stranger;
         uint256 namedId = place(named);
         vm.prank(consumer);
         vm.expectRevert(Market.AskCounterpartyMismatch.selector);
-        market.quickBuy(namedId, named, 0);
+        market.quickBuy(placed(namedId, named), 0);
 
         Market.Order memory plain = askOrder(PRICE, 0);
         plain.tag = "plain";
@@ -460,14 +471,14 @@ contract MarketDealsTest is MarketBase {
         blacklist.add(consumer);
         vm.prank(consumer);
         vm.expectRevert(Market.ConsumerBlacklisted.selector);
-        market.quickBuy(plainId, plain, 0);
+        market.quickBuy(placed(plainId, plain), 0);
         vm.prank(supplier);
         blacklist.remove(consumer);
         vm.prank(consumer);
         blacklist.add(supplier);
         vm.prank(consumer);
         vm.expectRevert(Market.SupplierBlacklisted.selector);
-        market.quickBuy(plainId, plain, 0);
+        market.quickBuy(placed(plainId, plain), 0);
     }
 
     // ------------------------------------------------------ failing tokens

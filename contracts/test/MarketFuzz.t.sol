@@ -24,18 +24,23 @@ contract MarketFuzzTest is MarketBase {
         return price * secs;
     }
 
-    function testFuzz_billing(uint256 price, uint64 duration, uint256[3] memory steps, bool spot) public {
+    /// `viaSigned` opens the deal from signed orders instead of placed ones.
+    function testFuzz_billing(uint256 price, uint64 duration, uint256[3] memory steps, bool spot, bool viaSigned)
+        public
+    {
         price = bound(price, 1, 1e18); // up to 1 SNM per second
         duration = spot ? 0 : uint64(bound(duration, 1, 10 days));
         uint256 consumerStart = snm.balanceOf(consumer);
-        uint256 id = openWith(askOrder(price, duration), bidOrder(price, duration));
+        uint256 id = viaSigned
+            ? market.openDeal(signed(askOrder(price, duration), 1), signed(bidOrder(price, duration), 1))
+            : openWith(askOrder(price, duration), bidOrder(price, duration));
 
         uint256 t = T0;
         for (uint256 i; i < 3; ++i) {
             t += bound(steps[i], 0, 3 days);
             vm.warp(t);
             vm.prank(i % 2 == 0 ? supplier : consumer);
-            market.bill(id);
+            market.bill(id, st(id));
             uint256 earned = snm.balanceOf(supplier) - FUND;
             assertEq(earned, model(price, duration, t), "payout = price x billed seconds");
             assertEq(snm.balanceOf(address(market)), blockedOf(id), "market holds exactly the blocking");
@@ -49,7 +54,7 @@ contract MarketFuzzTest is MarketBase {
         vm.warp(t);
         if (duration != 0 && t < T0 + duration) vm.warp(t = T0 + duration);
         vm.prank(consumer);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         uint256 total = snm.balanceOf(supplier) - FUND;
         assertEq(total, model(price, duration, t), "final payout");
         assertEq(consumerStart - snm.balanceOf(consumer), total, "consumer paid exactly the payout");
@@ -72,13 +77,12 @@ contract MarketFuzzTest is MarketBase {
 
         vm.warp(T0 + elapsed);
         vm.prank(supplier);
-        market.bill(id);
+        market.bill(id, st(id));
         uint256 earned = snm.balanceOf(supplier) - FUND;
         uint256 spent = wallet - snm.balanceOf(poor);
         assertLe(earned, wallet, "payout <= what the consumer had");
         assertEq(earned + snm.balanceOf(address(market)), spent, "every wei the consumer spent is paid or blocked");
-        Market.Deal memory d = deal(id);
-        if (d.status == Market.DealStatus.Closed) {
+        if (!active(id)) {
             assertEq(snm.balanceOf(address(market)), 0, "closed: nothing stranded");
             assertEq(earned, _min(price * elapsed, price * 3600), "closed: paid what the blocking covered");
         } else {
@@ -86,7 +90,8 @@ contract MarketFuzzTest is MarketBase {
         }
     }
 
-    /// openDeal at the ask's price refunds the bid's excess exactly.
+    /// openDeal at the ask's price refunds a placed bid's excess exactly and pulls
+    /// exactly the blocking for a signed bid.
     function testFuzz_openRefundsExcess(uint256 askPrice, uint256 bidPrice, uint64 duration) public {
         bidPrice = bound(bidPrice, 1, 1e18);
         askPrice = bound(askPrice, 0, bidPrice);
@@ -94,6 +99,13 @@ contract MarketFuzzTest is MarketBase {
         uint256 before = snm.balanceOf(consumer);
         uint256 id = openWith(askOrder(askPrice, duration), bidOrder(bidPrice, duration));
         assertEq(before - snm.balanceOf(consumer), market.frozenSum(askPrice, duration), "blocked at the ask price");
+        assertEq(blockedOf(id), market.frozenSum(askPrice, duration), "deal blocking");
+        // A signed bid at the same prices pulls exactly the same.
+        before = snm.balanceOf(consumer);
+        Market.Order memory ask2 = askOrder(askPrice, duration);
+        ask2.tag = "signed";
+        id = market.openDeal(signed(ask2, 1), signed(bidOrder(bidPrice, duration), 1));
+        assertEq(before - snm.balanceOf(consumer), market.frozenSum(askPrice, duration), "signed: the blocking only");
         assertEq(blockedOf(id), market.frozenSum(askPrice, duration), "deal blocking");
     }
 
@@ -107,16 +119,16 @@ contract MarketFuzzTest is MarketBase {
         uint256 id = openWith(askOrder(p1, 0), bidOrder(p1, 0));
         vm.warp(T0 + t1);
         vm.prank(consumer);
-        uint256 rid = market.createChangeRequest(id, p2, 0);
-        (,,,, Market.ChangeStatus st) = market.changeRequests(rid);
-        if (st == Market.ChangeStatus.Pending) {
+        uint256 rid = market.createChangeRequest(id, st(id), p2, 0);
+        (,,,, Market.ChangeStatus cs) = market.changeRequests(rid);
+        if (cs == Market.ChangeStatus.Pending) {
             vm.prank(supplier);
-            market.approveChangeRequest(rid);
+            market.approveChangeRequest(rid, st(id));
         }
         assertEq(snm.balanceOf(address(market)), p2 * 3600, "blocking follows the new price at once");
         vm.warp(T0 + t1 + t2);
         vm.prank(supplier);
-        market.closeDeal(id, false);
+        market.closeDeal(id, st(id), false);
         uint256 earned = snm.balanceOf(supplier) - FUND;
         assertEq(earned, p1 * t1 + p2 * t2, "split at the change");
         assertEq(consumerStart - snm.balanceOf(consumer), earned, "consumer paid exactly that");

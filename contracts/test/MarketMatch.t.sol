@@ -12,7 +12,7 @@ contract MarketMatchTest is MarketBase {
         uint256 askId = place(ask);
         uint256 bidId = place(bid);
         vm.expectRevert(err);
-        market.openDeal(askId, ask, bidId, bid);
+        market.openDeal(placed(askId, ask), placed(bidId, bid));
         // Nothing was consumed.
         assertEq(market.orderHashes(askId), keccak256(abi.encode(ask)), "ask still active");
         assertEq(market.orderHashes(bidId), keccak256(abi.encode(bid)), "bid still active");
@@ -233,12 +233,12 @@ contract MarketMatchTest is MarketBase {
         uint256 askId = place(ask);
         uint256 bidId = place(bid);
         vm.expectRevert(abi.encodeWithSelector(Market.UnknownOrder.selector, 99));
-        market.openDeal(99, ask, bidId, bid);
+        market.openDeal(placed(99, ask), placed(bidId, bid));
         vm.expectRevert(abi.encodeWithSelector(Market.UnknownOrder.selector, 99));
-        market.openDeal(askId, ask, 99, bid);
+        market.openDeal(placed(askId, ask), placed(99, bid));
         Market.Order memory cheaper = askOrder(PRICE / 2, 0);
         vm.expectRevert(abi.encodeWithSelector(Market.UnknownOrder.selector, askId));
-        market.openDeal(askId, cheaper, bidId, bid);
+        market.openDeal(placed(askId, cheaper), placed(bidId, bid));
     }
 
     function test_openRevertsForSwappedOrderTypes() public {
@@ -253,9 +253,9 @@ contract MarketMatchTest is MarketBase {
         uint256 bidId = place(bid);
         uint256 bid2Id = place(bid2);
         vm.expectRevert(abi.encodeWithSelector(Market.WrongOrderType.selector, bidId));
-        market.openDeal(bidId, bid, bid2Id, bid2);
+        market.openDeal(placed(bidId, bid), placed(bid2Id, bid2));
         vm.expectRevert(abi.encodeWithSelector(Market.WrongOrderType.selector, ask2Id));
-        market.openDeal(askId, ask, ask2Id, ask2);
+        market.openDeal(placed(askId, ask), placed(ask2Id, ask2));
     }
 
     function test_ordersAreConsumedByADeal() public {
@@ -263,11 +263,11 @@ contract MarketMatchTest is MarketBase {
         Market.Order memory bid = bidOrder(PRICE, 0);
         uint256 askId = place(ask);
         uint256 bidId = place(bid);
-        market.openDeal(askId, ask, bidId, bid);
+        market.openDeal(placed(askId, ask), placed(bidId, bid));
         assertEq(market.orderHashes(askId), bytes32(0), "ask consumed");
         assertEq(market.orderHashes(bidId), bytes32(0), "bid consumed");
         vm.expectRevert(abi.encodeWithSelector(Market.UnknownOrder.selector, askId));
-        market.openDeal(askId, ask, bidId, bid);
+        market.openDeal(placed(askId, ask), placed(bidId, bid));
     }
 
     function makeWorker(address worker, address master_) internal {

@@ -100,14 +100,29 @@ contract ReentrancyTest is Test {
         Market.Order memory bid = order(1, consumer, duration);
         vm.prank(consumer);
         uint256 bidId = market.placeOrder(bid);
-        dealId = market.openDeal(askId, ask, bidId, bid);
+        dealId = market.openDeal(placed(askId, ask), placed(bidId, bid));
+    }
+
+    function placed(uint256 id, Market.Order memory o) internal pure returns (Market.OrderRef memory) {
+        return Market.OrderRef(id, o, 0, 0, "");
+    }
+
+    /// A deal's state opened at T0 and last billed at `lastBill` (every deal
+    /// here is the first one, opened at T0 at PRICE, with no master).
+    function state(address supplier, uint64 duration, uint256 lastBill)
+        internal
+        view
+        returns (Market.DealState memory)
+    {
+        return Market.DealState(supplier, consumer, supplier, PRICE, uint64(T0), duration, uint64(lastBill));
     }
 
     function test_reenterBillFromBillPayout_paysNothingTwice() public {
         uint256 id = openAttackerSupplies(0);
         vm.warp(T0 + 600);
-        attacker.setReentry(abi.encodeCall(Market.bill, (id)));
-        attacker.act(address(market), abi.encodeCall(Market.bill, (id)));
+        // The inner call is given the state the outer bill has just stored.
+        attacker.setReentry(abi.encodeCall(Market.bill, (id, state(address(attacker), 0, T0 + 600))));
+        attacker.act(address(market), abi.encodeCall(Market.bill, (id, state(address(attacker), 0, T0))));
         assertEq(attacker.reentryOk(), 1, "re-entered");
         assertEq(token.balanceOf(address(attacker)), FUND + 600 * PRICE, "paid once for 600 s");
         assertEq(token.balanceOf(address(market)), 3600 * PRICE, "blocking intact");
@@ -117,23 +132,24 @@ contract ReentrancyTest is Test {
     function test_reenterCloseFromBillPayout_staysConsistent() public {
         uint256 id = openAttackerSupplies(0);
         vm.warp(T0 + 600);
-        attacker.setReentry(abi.encodeCall(Market.closeDeal, (id, false)));
-        attacker.act(address(market), abi.encodeCall(Market.bill, (id)));
+        attacker.setReentry(abi.encodeCall(Market.closeDeal, (id, state(address(attacker), 0, T0 + 600), false)));
+        attacker.act(address(market), abi.encodeCall(Market.bill, (id, state(address(attacker), 0, T0))));
         // The inner close saw the bill already recorded: nothing more was owed,
         // the blocking went back to the consumer.
         assertEq(attacker.reentryOk(), 1, "re-entered");
         assertEq(token.balanceOf(address(attacker)), FUND + 600 * PRICE, "paid once");
         assertEq(token.balanceOf(consumer), FUND - 600 * PRICE, "consumer paid 600 s only");
         assertEq(token.balanceOf(address(market)), 0, "nothing stuck, nothing missing");
-        (Market.Deal memory d,,) = market.getDeal(id);
-        assertEq(uint256(d.status), uint256(Market.DealStatus.Closed), "closed");
+        assertEq(market.dealHashes(id), bytes32(0), "closed");
     }
 
     function test_reenterCloseFromClosePayout_fails() public {
         uint256 id = openAttackerSupplies(0);
         vm.warp(T0 + 600);
-        attacker.setReentry(abi.encodeCall(Market.closeDeal, (id, false)));
-        attacker.act(address(market), abi.encodeCall(Market.closeDeal, (id, false)));
+        // Even given the state as it was after the outer close's bill, the
+        // inner close finds the deal gone.
+        attacker.setReentry(abi.encodeCall(Market.closeDeal, (id, state(address(attacker), 0, T0 + 600), false)));
+        attacker.act(address(market), abi.encodeCall(Market.closeDeal, (id, state(address(attacker), 0, T0), false)));
         assertEq(attacker.reentryFailed(), 1, "re-entry refused");
         assertEq(
             keccak256(attacker.lastError()),
@@ -147,8 +163,10 @@ contract ReentrancyTest is Test {
     function test_reenterBillFromForwardClose_fails() public {
         uint256 id = openAttackerSupplies(1 hours);
         vm.warp(T0 + 2 hours);
-        attacker.setReentry(abi.encodeCall(Market.bill, (id)));
-        attacker.act(address(market), abi.encodeCall(Market.closeDeal, (id, false)));
+        attacker.setReentry(abi.encodeCall(Market.bill, (id, state(address(attacker), 1 hours, T0 + 1 hours))));
+        attacker.act(
+            address(market), abi.encodeCall(Market.closeDeal, (id, state(address(attacker), 1 hours, T0), false))
+        );
         assertEq(attacker.reentryFailed(), 1, "re-entry refused");
         assertEq(token.balanceOf(address(attacker)), FUND + 1 hours * PRICE, "the term, once");
     }
@@ -172,10 +190,15 @@ contract ReentrancyTest is Test {
         Market.Order memory bid = order(1, address(attacker), 0);
         bytes memory ret = attacker.act(address(market), abi.encodeCall(Market.placeOrder, (bid)));
         uint256 bidId = abi.decode(ret, (uint256));
-        uint256 id = market.openDeal(askId, ask, bidId, bid);
+        uint256 id = market.openDeal(placed(askId, ask), placed(bidId, bid));
         vm.warp(T0 + 60);
-        attacker.setReentry(abi.encodeCall(Market.closeDeal, (id, false)));
-        attacker.act(address(market), abi.encodeCall(Market.closeDeal, (id, false)));
+        Market.DealState memory s =
+            Market.DealState(address(0xA11CE), address(attacker), address(0xA11CE), PRICE, uint64(T0), 0, uint64(T0));
+        Market.DealState memory billed = Market.DealState(
+            address(0xA11CE), address(attacker), address(0xA11CE), PRICE, uint64(T0), 0, uint64(T0 + 60)
+        );
+        attacker.setReentry(abi.encodeCall(Market.closeDeal, (id, billed, false)));
+        attacker.act(address(market), abi.encodeCall(Market.closeDeal, (id, s, false)));
         assertEq(attacker.reentryFailed(), 1, "refused");
         assertEq(token.balanceOf(address(attacker)), FUND - 60 * PRICE, "paid 60 s, refunded once");
         assertEq(token.balanceOf(address(0xA11CE)), 60 * PRICE, "supplier paid once");

@@ -75,6 +75,18 @@ pub fn chain_order(order: &Order) -> Market::Order {
     }
 }
 
+/// A placed order as one side of `openDeal`/`quickBuy` (its id and the order the chain holds
+/// the hash of; the signed-order fields unused).
+pub fn placed_ref(order: &Order) -> Market::OrderRef {
+    Market::OrderRef {
+        id: U256::from(order.id),
+        order: chain_order(order),
+        expiry: 0,
+        nonce: U256::ZERO,
+        signature: alloy::primitives::Bytes::new(),
+    }
+}
+
 impl From<&Order> for Market::Order {
     fn from(order: &Order) -> Self {
         chain_order(order)

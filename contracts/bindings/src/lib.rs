@@ -15,14 +15,20 @@
 pub mod addresses;
 pub mod anvil;
 mod convert;
+pub mod deals;
 pub mod deploy;
 pub mod rpc;
+pub mod signed;
 pub mod tx;
 
 pub use addresses::{Addresses, AddressesError, ContractAddresses};
-pub use convert::{ChainOrderError, chain_order, market_order, mismatch_of, order_id_from_chain};
+pub use convert::{
+    ChainOrderError, chain_order, market_order, mismatch_of, order_id_from_chain, placed_ref,
+};
+pub use deals::{DealEnd, DealLogError, DealSnapshot};
 pub use deploy::{DeployConfig, DeployError, GateConfig, KeyError, deploy, load_signer};
 pub use rpc::{Failover, FailoverOptions, RpcError, RpcUrls};
+pub use signed::{SignError, market_domain, sign_order, signed_order_digest};
 pub use tx::{Refusal, TxError, TxOptions, TxSender};
 
 /// The generated bindings, one module per contract (`Market::placeOrderCall`,

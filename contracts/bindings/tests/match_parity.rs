@@ -23,14 +23,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
-use common::{anvil, block_on, unlocked};
+use common::{anvil, block_on, confirm, unlocked};
 use sonm_contracts::anvil::DEV_KEYS;
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
     Blacklist, DeployConfig, Market, ProfileRegistry, SNM, chain_order, deploy, market_order,
-    mismatch_of, order_id_from_chain,
+    mismatch_of, order_id_from_chain, placed_ref,
 };
 use sonm_market::{
     BENCHMARK_COUNT, Benchmark, Benchmarks, IdentityLevel, Mismatch, NetFlags, Order, OrderType,
@@ -320,21 +319,6 @@ fn kind(m: Mismatch) -> String {
     }
 }
 
-async fn confirm<P: Provider, D: alloy::contract::CallDecoder>(
-    what: &str,
-    call: alloy::contract::CallBuilder<P, D>,
-) -> TransactionReceipt {
-    let receipt = call
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-        .get_receipt()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(receipt.status(), "{what} reverted");
-    receipt
-}
-
 /// Places `order` from its author; returns it with the id the chain gave it, as
 /// read back from the OrderPlaced event through `market_order`.
 async fn place(market: &Market::MarketInstance<&DynProvider>, order: &Order) -> Order {
@@ -464,12 +448,7 @@ fn check_match_agrees_with_the_market_contract() {
 
             let rust = check_match(&bid, &ask, &w.ctx);
             let chain = match market
-                .openDeal(
-                    U256::from(ask.id),
-                    chain_order(&ask),
-                    U256::from(bid.id),
-                    chain_order(&bid),
-                )
+                .openDeal(placed_ref(&ask), placed_ref(&bid))
                 .from(w.deployer)
                 .call()
                 .await

@@ -253,6 +253,8 @@ fn decode_market(topics: &[B256], data: &[u8]) -> Result<Option<ChainEvent>, Dec
             worker: e.worker,
             master: e.master,
         },
+        // Signed orders live off chain; their use shows in DealOpened (ask or bid id 0).
+        E::SignedOrderUsed(_) | E::NoncesCancelled(_) => return Ok(None),
     }))
 }
 

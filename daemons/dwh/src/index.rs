@@ -409,7 +409,8 @@ fn apply_event<S: Store>(
             start,
             blocked,
         } => {
-            for order in [*ask, *bid] {
+            // Order ids start at 1: 0 is a side that was a signed order, never placed here.
+            for order in [*ask, *bid].into_iter().filter(|&o| o != 0) {
                 let mut row = get_order(t, block, order)?;
                 row.status = OrderStatus::Matched;
                 row.deal = Some(*id);

@@ -4,15 +4,15 @@
 //! endpoints with failover (`sonm_contracts::rpc`); transactions go through
 //! `sonm_contracts::tx::TxSender` (signed once, never sent afresh after a failover).
 
-use alloy::primitives::{U256, aliases::U96};
+use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
 use serde::Serialize;
 use sonm_contracts::tx::{self, Refusal, TxError, TxSender};
 use sonm_contracts::{
-    Addresses, Blacklist, Failover, FailoverOptions, Market, ProfileRegistry, RpcError, RpcUrls,
-    SNM, chain_order, order_id_from_chain,
+    Addresses, Blacklist, DealSnapshot, Failover, FailoverOptions, Market, ProfileRegistry,
+    RpcError, RpcUrls, SNM, chain_order, order_id_from_chain, placed_ref,
 };
 use sonm_market::{Address, DealId, IdentityLevel, Order, OrderId, OrderType, StaticContext};
 
@@ -104,16 +104,17 @@ pub(crate) fn as_string<S: serde::Serializer, T: std::fmt::Display>(
     s.collect_str(v)
 }
 
-/// A deal as `getDeal` returns it, with what is derived.
+/// A deal as its events tell it, with what is derived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DealView {
     pub id: DealId,
-    /// `active`, `closed` (`getDeal` knows no other state for an existing deal).
+    /// `active` or `closed`.
     pub status: &'static str,
     pub supplier: Address,
     pub consumer: Address,
     pub master: Address,
-    /// The ask and the bid it was opened from (from its `DealOpened` event).
+    /// The ask and the bid it was opened from (from its `DealOpened` event; `None` for a
+    /// side that was a signed order).
     pub ask: Option<OrderId>,
     pub bid: Option<OrderId>,
     /// SNM wei per second.
@@ -255,72 +256,95 @@ impl Chain {
     pub async fn quick_buy(&self, ask: &Order, duration: u64) -> Result<DealId, ChainError> {
         const WHAT: &str = "quickBuy";
         let (market, sender) = (self.market(), self.sender.clone());
-        let (id, chain) = (U256::from(ask.id), chain_order(ask));
-        let receipt = Compat::new(async move {
-            sender
-                .send(WHAT, market.quickBuy(id, chain, duration))
-                .await
-        })
-        .await?;
+        let ask = placed_ref(ask);
+        let receipt =
+            Compat::new(async move { sender.send(WHAT, market.quickBuy(ask, duration)).await })
+                .await?;
         let event = tx::event::<Market::DealOpened>(WHAT, &receipt)?;
         u64::try_from(event.dealId).map_err(|_| ChainError::Range("deal id"))
     }
 
+    /// Deal `id` rebuilt from its events, or `None` if no deal has this id.
+    async fn snapshot(&self, id: DealId) -> Result<Option<DealSnapshot>, ChainError> {
+        let (p, market, from) = (
+            self.provider.clone(),
+            self.addresses.contracts.market,
+            self.first_block(),
+        );
+        Compat::new(async move { DealSnapshot::read(&p, market, id, from).await })
+            .await
+            .map_err(|e| ChainError::Call {
+                what: "deal logs",
+                message: e.to_string(),
+            })
+    }
+
+    /// The state `what` (`closeDeal`, a change request) takes for active deal `id`.
+    async fn deal_state(
+        &self,
+        id: DealId,
+        what: &'static str,
+    ) -> Result<Market::DealState, ChainError> {
+        match self.snapshot(id).await? {
+            Some(d) if d.active() => Ok(d.state()),
+            // What the chain would answer (the call is not sent).
+            _ => Err(ChainError::Refused {
+                what,
+                reason: format!("Market contract: DealNotActive(DealNotActive {{ dealId: {id} }})"),
+            }),
+        }
+    }
+
     /// The deal, or `None` if no deal has this id.
     pub async fn deal(&self, id: DealId) -> Result<Option<DealView>, ChainError> {
-        let market = self.market();
-        let r = Compat::new(async move { market.getDeal(U256::from(id)).call().await })
-            .await
-            .map_err(call_err("getDeal"))?;
-        let d = r.deal;
-        let status: u8 = d.status;
-        let price: U96 = d.price;
-        let status = match status {
-            0 => return Ok(None),
-            1 => "active",
-            _ => "closed",
+        let Some(d) = self.snapshot(id).await? else {
+            return Ok(None);
         };
-        let market = self.market();
-        let opened = Compat::new(async move {
-            market
-                .DealOpened_filter()
-                .topic1(U256::from(id))
-                .from_block(0)
-                .query()
-                .await
-        })
-        .await
-        .map_err(call_err("DealOpened logs"))?;
-        let (ask, bid) = match opened.first() {
-            Some((e, _)) => (
-                Some(order_id_from_chain(e.askId)?),
-                Some(order_id_from_chain(e.bidId)?),
-            ),
-            None => (None, None),
+        let order = |id: U256| -> Result<Option<OrderId>, ChainError> {
+            Ok(if id.is_zero() {
+                None
+            } else {
+                Some(order_id_from_chain(id)?)
+            })
+        };
+        let (blocked, end) = match d.end {
+            Some(end) => (U256::ZERO, end.end_time),
+            None => {
+                let (market, state) = (self.market(), d.state());
+                let info = Compat::new(async move { market.dealInfo(state).call().await })
+                    .await
+                    .map_err(call_err("dealInfo"))?;
+                let end = u64::try_from(info.endTime).map_err(|_| ChainError::Range("end time"))?;
+                (info.blocked, end)
+            }
         };
         Ok(Some(DealView {
             id,
-            status,
+            status: if d.active() { "active" } else { "closed" },
             supplier: d.supplier,
             consumer: d.consumer,
             master: d.master,
-            ask,
-            bid,
-            price: price.to::<u128>(),
-            duration: d.duration.to::<u64>(),
-            start: d.startTime.to::<u64>(),
-            end: u64::try_from(r.endTime).map_err(|_| ChainError::Range("end time"))?,
-            last_bill: d.lastBillTime.to::<u64>(),
-            blocked: r.blocked,
+            ask: order(d.ask_id)?,
+            bid: order(d.bid_id)?,
+            price: u128::try_from(d.price).map_err(|_| ChainError::Range("deal price"))?,
+            duration: d.duration,
+            start: d.start_time,
+            end,
+            last_bill: d.last_bill_time,
+            blocked,
         }))
     }
 
-    /// `closeDeal(id, blacklist)`.
+    /// `closeDeal(id, state, blacklist)`.
     pub async fn close_deal(&self, id: DealId, blacklist: bool) -> Result<(), ChainError> {
+        let state = self.deal_state(id, "closeDeal").await?;
         let (market, sender) = (self.market(), self.sender.clone());
         Compat::new(async move {
             sender
-                .send("closeDeal", market.closeDeal(U256::from(id), blacklist))
+                .send(
+                    "closeDeal",
+                    market.closeDeal(U256::from(id), state, blacklist),
+                )
                 .await
         })
         .await?;
@@ -509,18 +533,9 @@ impl Chain {
     pub async fn open_deal(&self, ask: &Order, bid: &Order) -> Result<DealId, ChainError> {
         const WHAT: &str = "openDeal";
         let (market, sender) = (self.market(), self.sender.clone());
-        let (ask_id, ask_c, bid_id, bid_c) = (
-            U256::from(ask.id),
-            chain_order(ask),
-            U256::from(bid.id),
-            chain_order(bid),
-        );
-        let receipt = Compat::new(async move {
-            sender
-                .send(WHAT, market.openDeal(ask_id, ask_c, bid_id, bid_c))
-                .await
-        })
-        .await?;
+        let (ask, bid) = (placed_ref(ask), placed_ref(bid));
+        let receipt =
+            Compat::new(async move { sender.send(WHAT, market.openDeal(ask, bid)).await }).await?;
         let event = tx::event::<Market::DealOpened>(WHAT, &receipt)?;
         u64::try_from(event.dealId).map_err(|_| ChainError::Range("deal id"))
     }
@@ -657,14 +672,12 @@ impl Chain {
         duration: u64,
     ) -> Result<u64, ChainError> {
         const WHAT: &str = "createChangeRequest";
+        let state = self.deal_state(deal, WHAT).await?;
         let (market, sender) = (self.market(), self.sender.clone());
         let receipt = Compat::new(async move {
-            sender
-                .send(
-                    WHAT,
-                    market.createChangeRequest(U256::from(deal), U256::from(price), duration),
-                )
-                .await
+            let call =
+                market.createChangeRequest(U256::from(deal), state, U256::from(price), duration);
+            sender.send(WHAT, call).await
         })
         .await?;
         let event = tx::event::<Market::ChangeRequestCreated>(WHAT, &receipt)?;
@@ -673,13 +686,24 @@ impl Chain {
 
     /// `approveChangeRequest(id)` (`approve`) or `cancelChangeRequest(id)`.
     pub async fn decide_change_request(&self, id: u64, approve: bool) -> Result<(), ChainError> {
-        let (market, sender, id) = (self.market(), self.sender.clone(), U256::from(id));
+        let (market, id) = (self.market(), U256::from(id));
+        let deal = Compat::new(async move { market.changeRequests(id).call().await })
+            .await
+            .map_err(call_err("changeRequests"))?
+            .dealId;
+        let what = if approve {
+            "approveChangeRequest"
+        } else {
+            "cancelChangeRequest"
+        };
+        let state = self.deal_state(deal, what).await?;
+        let (market, sender) = (self.market(), self.sender.clone());
         Compat::new(async move {
             if approve {
-                let call = market.approveChangeRequest(id);
+                let call = market.approveChangeRequest(id, state);
                 sender.send("approveChangeRequest", call).await
             } else {
-                let call = market.cancelChangeRequest(id);
+                let call = market.cancelChangeRequest(id, state);
                 sender.send("cancelChangeRequest", call).await
             }
         })

@@ -18,7 +18,8 @@ use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
 use sonm_contracts::{
-    Addresses, Blacklist, DeployConfig, Market, ProfileRegistry, SNM, chain_order, deploy,
+    Addresses, Blacklist, DealSnapshot, DeployConfig, Market, ProfileRegistry, SNM, chain_order,
+    deploy,
 };
 use sonm_market::{IdentityLevel, NetFlags, Order, OrderType};
 
@@ -85,13 +86,11 @@ impl OnChain {
     fn deal(&self, id: u64) -> (u8, u128) {
         block_on(async {
             let p = provider(self.url.clone());
-            let d = Market::new(self.addresses.contracts.market, &p)
-                .getDeal(U256::from(id))
-                .call()
+            let d = DealSnapshot::read(&p, self.addresses.contracts.market, id, 0)
                 .await
                 .unwrap()
-                .deal;
-            (d.status, d.price.to::<u128>())
+                .unwrap();
+            (if d.active() { 1 } else { 2 }, d.price.to::<u128>())
         })
     }
 
@@ -333,8 +332,13 @@ fn orders_deals_tokens_blacklist_and_profile_through_the_cli() {
     assert_eq!(chain.change_status(ours_id), 3);
     let theirs_id = block_on(async {
         let p = signing_provider(url.clone(), supplier.clone());
+        let state = DealSnapshot::read(&p, addresses.contracts.market, deal_id, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .state();
         let r = Market::new(addresses.contracts.market, &p)
-            .createChangeRequest(U256::from(deal_id), U256::from(900), 0)
+            .createChangeRequest(U256::from(deal_id), state, U256::from(900), 0)
             .send()
             .await
             .unwrap()

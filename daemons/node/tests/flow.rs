@@ -18,7 +18,7 @@ use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
-use sonm_contracts::{DeployConfig, Market, SNM, chain_order, deploy, market_order};
+use sonm_contracts::{DeployConfig, Market, SNM, deploy, market_order, placed_ref};
 use sonm_market::IdentityLevel;
 use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
@@ -473,7 +473,7 @@ quic_bind = "127.0.0.1:0"
             .unwrap();
         let ask = market_order(other_ask, &placed[0].0.order).unwrap();
         let r = market
-            .quickBuy(U256::from(other_ask), chain_order(&ask), 0)
+            .quickBuy(placed_ref(&ask), 0)
             .send()
             .await
             .unwrap()

@@ -6,14 +6,14 @@
 //! RPC endpoints with failover (`sonm_contracts::rpc`); transactions go through
 //! `sonm_contracts::tx::TxSender` (signed once, never sent afresh after a failover).
 
-use alloy::primitives::{U256, aliases::U96};
+use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
 use sonm_contracts::tx::{self, TxError, TxSender};
 use sonm_contracts::{
-    Addresses, Failover, FailoverOptions, Market, RpcError, RpcUrls, chain_order, market_order,
-    order_id_from_chain,
+    Addresses, DealSnapshot, Failover, FailoverOptions, Market, RpcError, RpcUrls, chain_order,
+    market_order, order_id_from_chain,
 };
 use sonm_market::{Address, DealId, Order, OrderId};
 
@@ -61,7 +61,7 @@ pub struct OpenedDeal {
     pub start: u64,
 }
 
-/// A deal as `getDeal` returns it.
+/// A deal as its events tell it ([`sonm_contracts::DealSnapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainDeal {
     pub supplier: Address,
@@ -72,9 +72,10 @@ pub struct ChainDeal {
     pub duration: u64,
     pub last_bill: u64,
     pub price: u128,
-    /// Active (not closed, and exists).
+    /// Not closed.
     pub active: bool,
-    pub exists: bool,
+    /// What `bill` and `closeDeal` take: the Market stores only its hash.
+    pub state: Market::DealState,
 }
 
 /// The Market contract, signing as the worker.
@@ -85,6 +86,8 @@ pub struct Chain {
     market: Address,
     me: Address,
     chain_id: u64,
+    /// Where deal logs are read from.
+    deploy_block: u64,
 }
 
 impl Chain {
@@ -106,6 +109,7 @@ impl Chain {
             market: addresses.contracts.market,
             me,
             chain_id: addresses.chain_id,
+            deploy_block: addresses.deploy_block,
         })
     }
 
@@ -252,38 +256,44 @@ impl Chain {
             .collect()
     }
 
+    /// Deal `id` rebuilt from its events (the worker knows it from its `DealOpened`).
     pub async fn get_deal(&self, id: DealId) -> Result<ChainDeal, ChainError> {
-        let market = self.market();
-        let r = Compat::new(async move { market.getDeal(U256::from(id)).call().await })
+        let (provider, market, from) = (self.provider.clone(), self.market, self.deploy_block);
+        let d = Compat::new(async move { DealSnapshot::read(&provider, market, id, from).await })
             .await
-            .map_err(call_err("getDeal"))?;
-        let d = r.deal;
-        let status: u8 = d.status;
-        let price: U96 = d.price;
+            .map_err(|e| ChainError::Call {
+                what: "deal logs",
+                message: e.to_string(),
+            })?
+            .ok_or(ChainError::Call {
+                what: "deal logs",
+                message: format!("deal {id} has no DealOpened event"),
+            })?;
         Ok(ChainDeal {
             supplier: d.supplier,
             master: d.master,
             consumer: d.consumer,
-            start: d.startTime.to::<u64>(),
-            duration: d.duration.to::<u64>(),
-            last_bill: d.lastBillTime.to::<u64>(),
-            price: price.to::<u128>(),
-            active: status == 1,
-            exists: status != 0,
+            start: d.start_time,
+            duration: d.duration,
+            last_bill: d.last_bill_time,
+            price: u128::try_from(d.price).map_err(|_| ChainError::Range("deal price"))?,
+            active: d.active(),
+            state: d.state(),
         })
     }
 
-    /// Bills deal `id` up to now.
-    pub async fn bill(&self, id: DealId) -> Result<(), ChainError> {
+    /// Bills deal `id` (in `deal`'s state) up to now.
+    pub async fn bill(&self, id: DealId, deal: &ChainDeal) -> Result<(), ChainError> {
         let market = self.market();
-        self.send("bill", market.bill(U256::from(id))).await?;
+        let call = market.bill(U256::from(id), deal.state.clone());
+        self.send("bill", call).await?;
         Ok(())
     }
 
-    /// Closes deal `id` (a forward deal only from its end on).
-    pub async fn close_deal(&self, id: DealId) -> Result<(), ChainError> {
+    /// Closes deal `id` (in `deal`'s state; a forward deal only from its end on).
+    pub async fn close_deal(&self, id: DealId, deal: &ChainDeal) -> Result<(), ChainError> {
         let market = self.market();
-        let call = market.closeDeal(U256::from(id), false);
+        let call = market.closeDeal(U256::from(id), deal.state.clone(), false);
         self.send("closeDeal", call).await?;
         Ok(())
     }

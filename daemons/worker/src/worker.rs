@@ -663,7 +663,7 @@ impl Worker {
                 continue;
             }
             match next_action(&clock, now, &policy) {
-                Action::Bill => match self.chain.bill(deal.id).await {
+                Action::Bill => match self.chain.bill(deal.id, &on_chain).await {
                     Ok(()) => {
                         tracing::info!(deal = deal.id, "billed");
                         let last_bill = self.chain.get_deal(deal.id).await?.last_bill;
@@ -677,7 +677,7 @@ impl Worker {
                         tracing::warn!(deal = deal.id, "bill failed: {e}");
                     }
                 },
-                Action::Close => match self.chain.close_deal(deal.id).await {
+                Action::Close => match self.chain.close_deal(deal.id, &on_chain).await {
                     Ok(()) => {
                         tracing::info!(deal = deal.id, "deal closed at its end");
                         self.close_local(deal)?;
@@ -698,7 +698,7 @@ impl Worker {
         deal: DealRecord,
         on_chain: &crate::chain::ChainDeal,
     ) -> Result<(), WorkerError> {
-        match self.chain.bill(deal.id).await {
+        let after = match self.chain.bill(deal.id, on_chain).await {
             Ok(()) => {
                 let after = self.chain.get_deal(deal.id).await?;
                 let elapsed = after.last_bill.saturating_sub(on_chain.last_bill);
@@ -708,6 +708,7 @@ impl Worker {
                     // The consumer could not pay: the bill closed it.
                     return self.close_local(deal);
                 }
+                after
             }
             Err(e) => {
                 self.metrics.chain_error();
@@ -717,8 +718,8 @@ impl Worker {
                 );
                 return Ok(());
             }
-        }
-        match self.chain.close_deal(deal.id).await {
+        };
+        match self.chain.close_deal(deal.id, &after).await {
             Ok(()) => {
                 tracing::info!(deal = deal.id, "spot deal closed: maintenance");
                 let last_bill = self.chain.get_deal(deal.id).await?.last_bill;

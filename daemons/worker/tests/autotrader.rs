@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::Blacklist;
 use sonm_contracts::anvil::DEV_KEYS;
@@ -157,21 +156,6 @@ impl Customer {
             assert!(r.status(), "Blacklist.add reverted");
         });
     }
-
-    fn close_deal(&self, id: u64) {
-        block_on(async {
-            let r = self
-                .market()
-                .closeDeal(U256::from(id), false)
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status(), "closeDeal reverted");
-        });
-    }
 }
 
 fn start_net() -> (Net, Dwh) {
@@ -304,7 +288,7 @@ fn the_autotrader_sells_to_the_bids_and_never_cancels_a_plan_with_a_deal() {
         logs,
         || sonm_e2e::http_get(&indexed),
     );
-    alice.close_deal(deals.0.id);
+    block_on(alice.close_deal(deals.0.id));
     let alice_plan = deals.0.plan.unwrap();
     let d_name = format!("optimus-bid-{}", bid_d.id);
     let replanned = wait_for(

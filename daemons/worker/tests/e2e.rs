@@ -89,19 +89,6 @@ impl Customer {
         self.bid_for(1, ram, price, duration).await
     }
 
-    async fn close_deal(&self, id: u64) {
-        let r = self
-            .market()
-            .closeDeal(U256::from(id), false)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "closeDeal reverted");
-    }
-
     /// Moves the chain's clock forward and mines a block.
     async fn advance(&self, seconds: u64) {
         let _: serde_json::Value = self

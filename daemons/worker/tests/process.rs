@@ -14,7 +14,7 @@ use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, signing_provider};
 use sonm_contracts::{
-    DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain,
+    DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain, placed_ref,
 };
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
 use sonm_net::EthKey;
@@ -186,12 +186,7 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
         let e = r.decoded_log::<Market::OrderPlaced>().unwrap();
         let bid = market_order(order_id_from_chain(e.orderId).unwrap(), &e.order).unwrap();
         let r = market
-            .openDeal(
-                U256::from(ask.id),
-                chain_order(&ask),
-                U256::from(bid.id),
-                chain_order(&bid),
-            )
+            .openDeal(placed_ref(&ask), placed_ref(&bid))
             .send()
             .await
             .unwrap()

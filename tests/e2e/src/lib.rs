@@ -17,7 +17,7 @@ use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider};
-use sonm_contracts::{Addresses, DeployConfig, Market, SNM, deploy};
+use sonm_contracts::{Addresses, DealSnapshot, DeployConfig, Market, SNM, deploy};
 
 /// The supplier's key (anvil's dev account 1), as in `scripts/local-network.sh`.
 pub const SUPPLIER_KEY: &str = DEV_KEYS[1];
@@ -158,7 +158,7 @@ impl Drop for Daemon {
     }
 }
 
-/// A deal as `getDeal` answers.
+/// A deal as its events tell it, with its blocked balance (`Market.dealInfo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainDeal {
     pub start: u64,
@@ -246,14 +246,26 @@ impl Net {
     }
 
     pub fn deal(&self, id: u64) -> ChainDeal {
-        let market = Market::new(self.addresses.contracts.market, self.provider());
-        let r = block_on(async move { market.getDeal(U256::from(id)).call().await }).unwrap();
+        let (p, market) = (self.provider(), self.addresses.contracts.market);
+        let from = self.addresses.deploy_block;
+        let d = block_on(async move { DealSnapshot::read(&p, market, id, from).await })
+            .unwrap()
+            .unwrap_or_else(|| panic!("deal {id} was never opened"));
+        let blocked = if d.active() {
+            let (market, state) = (Market::new(market, self.provider()), d.state());
+            block_on(async move { market.dealInfo(state).call().await })
+                .unwrap()
+                .blocked
+                .to::<u128>()
+        } else {
+            0
+        };
         ChainDeal {
-            start: r.deal.startTime.to::<u64>(),
-            last_bill: r.deal.lastBillTime.to::<u64>(),
-            price: r.deal.price.to::<u128>(),
-            status: r.deal.status,
-            blocked: r.blocked.to::<u128>(),
+            start: d.start_time,
+            last_bill: d.last_bill_time,
+            price: d.price.to::<u128>(),
+            status: if d.active() { 1 } else { 2 },
+            blocked,
         }
     }
 

@@ -14,11 +14,11 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::http::reqwest::Url;
-use sonm_contracts::anvil::{Anvil, DEV_KEYS};
+use sonm_contracts::anvil::{ANVIL_CHAIN_ID, Anvil, DEV_KEYS};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
-    Addresses, Blacklist, DeployConfig, Gate, Market, ProfileRegistry, SNM, chain_order, deploy,
-    market_order, order_id_from_chain,
+    Addresses, Blacklist, DealSnapshot, DeployConfig, Gate, Market, ProfileRegistry, SNM,
+    chain_order, deploy, market_domain, market_order, order_id_from_chain, placed_ref, sign_order,
 };
 use sonm_market::{
     Benchmarks, DealId, IdentityLevel, NetFlags, Order, OrderId, OrderType, StaticContext,
@@ -251,12 +251,7 @@ impl World {
         let receipt = confirm(
             "openDeal",
             self.market()
-                .openDeal(
-                    U256::from(ask.id),
-                    chain_order(ask),
-                    U256::from(bid.id),
-                    chain_order(bid),
-                )
+                .openDeal(placed_ref(ask), placed_ref(bid))
                 .from(self.deployer),
         )
         .await;
@@ -277,28 +272,71 @@ impl World {
         id
     }
 
+    /// Opens a deal from `ask`, signed off chain by its author (`key`) and never placed, and
+    /// the placed `bid`: the deal's ask id is 0.
+    pub async fn open_signed(
+        &mut self,
+        key: &PrivateKeySigner,
+        ask: &Order,
+        bid: &Order,
+    ) -> DealId {
+        let domain = market_domain(ANVIL_CHAIN_ID, self.addresses.contracts.market);
+        let ask_ref = sign_order(key, ask, u64::MAX, U256::from(self.seq), &domain).unwrap();
+        let receipt = confirm(
+            "openDeal (signed ask)",
+            self.market()
+                .openDeal(ask_ref, placed_ref(bid))
+                .from(self.deployer),
+        )
+        .await;
+        let e = receipt
+            .decoded_log::<Market::DealOpened>()
+            .expect("DealOpened");
+        assert_eq!(e.askId, U256::ZERO);
+        let id = u64::try_from(e.dealId).unwrap();
+        self.expected.matched.insert(bid.id);
+        self.expected.deals.insert(
+            id,
+            ExpectedDeal {
+                supplier: e.supplier,
+                consumer: e.consumer,
+                master: e.master,
+                ..ExpectedDeal::default()
+            },
+        );
+        id
+    }
+
+    /// Deal `id`'s state as its events tell it (what the Market's deal calls take).
+    pub async fn state(&self, deal: DealId) -> Market::DealState {
+        DealSnapshot::read(&self.provider, self.addresses.contracts.market, deal, 0)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("deal {deal} was never opened"))
+            .state()
+    }
+
     pub async fn bill(&mut self, deal: DealId, by: Address) {
-        let r = confirm("bill", self.market().bill(U256::from(deal)).from(by)).await;
+        let state = self.state(deal).await;
+        let market = self.market();
+        let call = market.bill(U256::from(deal), state).from(by);
+        let r = confirm("bill", call).await;
         self.expected.bills_of(&r);
     }
 
     pub async fn close(&mut self, deal: DealId, by: Address) {
-        let r = confirm(
-            "closeDeal",
-            self.market().closeDeal(U256::from(deal), false).from(by),
-        )
-        .await;
+        let state = self.state(deal).await;
+        let market = self.market();
+        let call = market.closeDeal(U256::from(deal), state, false);
+        let r = confirm("closeDeal", call.from(by)).await;
         self.expected.bills_of(&r);
     }
 
     pub async fn change(&mut self, deal: DealId, by: Address, price: u128, duration: u64) {
-        let r = confirm(
-            "createChangeRequest",
-            self.market()
-                .createChangeRequest(U256::from(deal), U256::from(price), duration)
-                .from(by),
-        )
-        .await;
+        let state = self.state(deal).await;
+        let market = self.market();
+        let call = market.createChangeRequest(U256::from(deal), state, U256::from(price), duration);
+        let r = confirm("createChangeRequest", call.from(by)).await;
         self.expected.bills_of(&r);
         self.expected.deals.get_mut(&deal).unwrap().change_requests += 1;
     }
@@ -500,6 +538,17 @@ impl World {
         self.close(d1, c1).await;
         self.change(d3, s2, 16, 0).await;
         self.change(d3, s2, 30, 0).await;
+        // A signed ask of s1's (never placed) with bid 2 (c3, price 21, 3 cores, spot).
+        let s1_key: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
+        assert_eq!(s1_key.address(), s1);
+        let mut bench = [0u64; 13];
+        bench[2] = 4;
+        bench[3] = 1 << 30;
+        let signed_ask = self.order(OrderType::Ask, s1, 20, 0, bench);
+        let d4 = self
+            .open_signed(&s1_key, &signed_ask, &bids[2].clone())
+            .await;
+        self.bill(d4, s1).await;
         self.lock(c1, c2, 5 * SNM_WEI).await;
         let _ = d2;
     }

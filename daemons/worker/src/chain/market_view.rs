@@ -6,7 +6,7 @@ use alloy::primitives::{U256, keccak256};
 use alloy::sol_types::SolValue;
 use async_compat::Compat;
 use sonm_contracts::tx;
-use sonm_contracts::{Blacklist, Market, OracleUSD, ProfileRegistry, chain_order};
+use sonm_contracts::{Blacklist, Market, OracleUSD, ProfileRegistry, chain_order, placed_ref};
 use sonm_market::{Address, DealId, IdentityLevel, Order, StaticContext};
 
 use super::{Chain, ChainError, call_err};
@@ -93,12 +93,7 @@ impl Chain {
     pub async fn open_deal(&self, ask: &Order, bid: &Order) -> Result<DealId, ChainError> {
         const WHAT: &str = "openDeal";
         let market = self.market();
-        let call = market.openDeal(
-            U256::from(ask.id),
-            chain_order(ask),
-            U256::from(bid.id),
-            chain_order(bid),
-        );
+        let call = market.openDeal(placed_ref(ask), placed_ref(bid));
         let receipt = self.send(WHAT, call).await?;
         let event = tx::event::<Market::DealOpened>(WHAT, &receipt)?;
         u64::try_from(event.dealId).map_err(|_| ChainError::Range("deal id"))

@@ -6,7 +6,10 @@
 use alloy::primitives::U256;
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
-use sonm_contracts::{Addresses, Market, SNM, chain_order, market_order, order_id_from_chain};
+use sonm_contracts::{
+    Addresses, DealSnapshot, Market, SNM, chain_order, market_order, order_id_from_chain,
+    placed_ref,
+};
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
 
 /// A customer: its key, a provider that signs with it, the contracts.
@@ -70,12 +73,7 @@ impl Customer {
     pub async fn open_deal(&self, ask: &Order, bid: &Order) -> u64 {
         let r = self
             .market()
-            .openDeal(
-                U256::from(ask.id),
-                chain_order(ask),
-                U256::from(bid.id),
-                chain_order(bid),
-            )
+            .openDeal(placed_ref(ask), placed_ref(bid))
             .send()
             .await
             .unwrap()
@@ -87,5 +85,25 @@ impl Customer {
             .unwrap()
             .dealId
             .to::<u64>()
+    }
+
+    /// Closes deal `id` as its consumer, in its current state (rebuilt from its events).
+    pub async fn close_deal(&self, id: u64) {
+        let market = self.addresses.contracts.market;
+        let state = DealSnapshot::read(&self.provider, market, id, 0)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("deal {id} was never opened"))
+            .state();
+        let r = self
+            .market()
+            .closeDeal(U256::from(id), state, false)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status(), "closeDeal reverted");
     }
 }
