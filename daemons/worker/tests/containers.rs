@@ -787,6 +787,38 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// The device check (`scripts/gpu-check.sh run`, on a machine with an NVIDIA GPU and its
+/// driver): the host's GPU 0 and control nodes, passed into a container on a GPU slice by the
+/// same path as above, open inside it; the driver answers, where the stand-ins above could not.
+#[test]
+#[ignore = "needs an NVIDIA GPU and its driver: scripts/gpu-check.sh run"]
+fn a_real_gpu_opens_inside_a_gpu_container() {
+    assert!(
+        Path::new("/dev/nvidia0").exists() && Path::new("/dev/nvidiactl").exists(),
+        "no /dev/nvidia0 or /dev/nvidiactl: not a machine with an NVIDIA driver loaded"
+    );
+    let Some(h) = harness() else {
+        panic!("containers cannot run here (see the SKIP line above)");
+    };
+    let gpu = ContainerLimits {
+        gpus: vec![0],
+        ..limits()
+    };
+    let script = "ls /dev | grep nvidia; exec 3<>/dev/nvidiactl && echo ctl-open; \
+        exec 4<>/dev/nvidia0 && echo gpu0-open";
+    h.start(2, sh(script), gpu).unwrap();
+    let status = h.wait(2);
+    let r = h.runner.result(2, PEER).unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    println!("inside the container:\n{stdout}{stderr}");
+    assert_eq!(status, TaskStatus::Finished(Exit::Code(0)), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for want in ["nvidia0", "nvidiactl", "ctl-open", "gpu0-open"] {
+        assert!(lines.contains(&want), "{want} missing: {stdout}{stderr}");
+    }
+}
+
 #[test]
 fn outbound_containers_reach_the_internet_and_nothing_of_the_host() {
     for tool in ["ip", "nft"] {
