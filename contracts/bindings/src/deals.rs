@@ -75,50 +75,58 @@ impl DealSnapshot {
 
     /// Folds the deal's logs (in chain order) into its state; `None` if it never opened.
     pub fn from_logs(id: u64, logs: &[Log]) -> Result<Option<Self>, DealLogError> {
-        let mut deal: Option<DealSnapshot> = None;
+        let mut deal = None;
         for log in logs {
-            let Some(topic) = log.topic0() else { continue };
-            let bad = |event: &'static str, e: alloy::sol_types::Error| DealLogError::Malformed {
-                deal: id,
-                event,
-                message: e.to_string(),
-            };
-            if *topic == Market::DealOpened::SIGNATURE_HASH {
-                let e = log
-                    .log_decode::<Market::DealOpened>()
-                    .map_err(|e| bad("DealOpened", e))?;
-                deal = Some(Self::opened(id, &e.inner.data));
-                continue;
-            }
-            let Some(d) = deal.as_mut() else {
-                return Err(DealLogError::BeforeOpened {
-                    deal: id,
-                    event: "DealBilled/DealChanged/DealClosed",
-                });
-            };
-            if *topic == Market::DealBilled::SIGNATURE_HASH {
-                let e = log
-                    .log_decode::<Market::DealBilled>()
-                    .map_err(|e| bad("DealBilled", e))?;
-                d.last_bill_time = e.inner.data.billedUntil;
-            } else if *topic == Market::DealChanged::SIGNATURE_HASH {
-                let e = log
-                    .log_decode::<Market::DealChanged>()
-                    .map_err(|e| bad("DealChanged", e))?;
-                d.price = e.inner.data.price;
-                d.duration = e.inner.data.duration;
-            } else if *topic == Market::DealClosed::SIGNATURE_HASH {
-                let e = log
-                    .log_decode::<Market::DealClosed>()
-                    .map_err(|e| bad("DealClosed", e))?;
-                d.end = Some(DealEnd {
-                    closed_by: e.inner.data.closedBy,
-                    end_time: e.inner.data.endTime,
-                    blacklisted: e.inner.data.blacklisted,
-                });
-            }
+            Self::apply(&mut deal, id, log)?;
         }
         Ok(deal)
+    }
+
+    /// Applies one of deal `id`'s logs to what is known of it so far.
+    fn apply(deal: &mut Option<Self>, id: u64, log: &Log) -> Result<(), DealLogError> {
+        let Some(topic) = log.topic0() else {
+            return Ok(());
+        };
+        let bad = |event: &'static str, e: alloy::sol_types::Error| DealLogError::Malformed {
+            deal: id,
+            event,
+            message: e.to_string(),
+        };
+        if *topic == Market::DealOpened::SIGNATURE_HASH {
+            let e = log
+                .log_decode::<Market::DealOpened>()
+                .map_err(|e| bad("DealOpened", e))?;
+            *deal = Some(Self::opened(id, &e.inner.data));
+            return Ok(());
+        }
+        let Some(d) = deal.as_mut() else {
+            return Err(DealLogError::BeforeOpened {
+                deal: id,
+                event: "DealBilled/DealChanged/DealClosed",
+            });
+        };
+        if *topic == Market::DealBilled::SIGNATURE_HASH {
+            let e = log
+                .log_decode::<Market::DealBilled>()
+                .map_err(|e| bad("DealBilled", e))?;
+            d.last_bill_time = e.inner.data.billedUntil;
+        } else if *topic == Market::DealChanged::SIGNATURE_HASH {
+            let e = log
+                .log_decode::<Market::DealChanged>()
+                .map_err(|e| bad("DealChanged", e))?;
+            d.price = e.inner.data.price;
+            d.duration = e.inner.data.duration;
+        } else if *topic == Market::DealClosed::SIGNATURE_HASH {
+            let e = log
+                .log_decode::<Market::DealClosed>()
+                .map_err(|e| bad("DealClosed", e))?;
+            d.end = Some(DealEnd {
+                closed_by: e.inner.data.closedBy,
+                end_time: e.inner.data.endTime,
+                blacklisted: e.inner.data.blacklisted,
+            });
+        }
+        Ok(())
     }
 
     /// What `bill`, `closeDeal` and the change requests take as the deal's current state
@@ -148,17 +156,72 @@ impl DealSnapshot {
         id: u64,
         from_block: u64,
     ) -> Result<Option<Self>, DealLogError> {
-        let filter = Filter::new()
-            .address(market)
-            .event_signature(vec![
-                Market::DealOpened::SIGNATURE_HASH,
-                Market::DealBilled::SIGNATURE_HASH,
-                Market::DealChanged::SIGNATURE_HASH,
-                Market::DealClosed::SIGNATURE_HASH,
-            ])
-            .topic1(U256::from(id))
-            .from_block(from_block);
-        let logs = provider.get_logs(&filter).await?;
-        Self::from_logs(id, &logs)
+        let mut follower = DealFollower::new(market, id, from_block);
+        follower.update(provider).await?;
+        Ok(follower.snapshot().cloned())
+    }
+}
+
+/// The most blocks one `eth_getLogs` asks for: public endpoints cap the range (often at a few
+/// thousand blocks), and a deal's logs since its opening may span far more.
+pub const LOG_WINDOW: u64 = 2_000;
+
+/// One deal followed through its logs: each [`update`](Self::update) reads only the blocks
+/// since the last one, in windows of [`LOG_WINDOW`], so a daemon that bills a deal every few
+/// minutes does not rescan its history each time. After a reorg that dropped a block already
+/// read, the snapshot can be ahead of the chain; the Market then refuses the state
+/// (`DealStateMismatch`) and the caller starts a fresh follower.
+#[derive(Debug, Clone)]
+pub struct DealFollower {
+    market: Address,
+    id: u64,
+    next_block: u64,
+    deal: Option<DealSnapshot>,
+}
+
+impl DealFollower {
+    /// Follows deal `id` of `market` from `from_block` (at or before the deal's opening).
+    pub fn new(market: Address, id: u64, from_block: u64) -> Self {
+        Self {
+            market,
+            id,
+            next_block: from_block,
+            deal: None,
+        }
+    }
+
+    /// The deal as of the last update; `None` if it has not opened (yet).
+    pub fn snapshot(&self) -> Option<&DealSnapshot> {
+        self.deal.as_ref()
+    }
+
+    /// Reads the deal's logs up to the latest block.
+    pub async fn update<P: Provider>(
+        &mut self,
+        provider: &P,
+    ) -> Result<Option<&DealSnapshot>, DealLogError> {
+        let head = provider.get_block_number().await?;
+        while self.next_block <= head {
+            let to = head.min(self.next_block.saturating_add(LOG_WINDOW - 1));
+            let filter = Filter::new()
+                .address(self.market)
+                .event_signature(vec![
+                    Market::DealOpened::SIGNATURE_HASH,
+                    Market::DealBilled::SIGNATURE_HASH,
+                    Market::DealChanged::SIGNATURE_HASH,
+                    Market::DealClosed::SIGNATURE_HASH,
+                ])
+                .topic1(U256::from(self.id))
+                .from_block(self.next_block)
+                .to_block(to);
+            // Applied to a copy: a window that fails half-way leaves the follower as it was.
+            let mut deal = self.deal.clone();
+            for log in provider.get_logs(&filter).await? {
+                DealSnapshot::apply(&mut deal, self.id, &log)?;
+            }
+            self.deal = deal;
+            self.next_block = to + 1;
+        }
+        Ok(self.deal.as_ref())
     }
 }

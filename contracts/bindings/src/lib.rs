@@ -25,7 +25,7 @@ pub use addresses::{Addresses, AddressesError, ContractAddresses};
 pub use convert::{
     ChainOrderError, chain_order, market_order, mismatch_of, order_id_from_chain, placed_ref,
 };
-pub use deals::{DealEnd, DealLogError, DealSnapshot};
+pub use deals::{DealEnd, DealFollower, DealLogError, DealSnapshot, LOG_WINDOW};
 pub use deploy::{DeployConfig, DeployError, GateConfig, KeyError, deploy, load_signer};
 pub use rpc::{Failover, FailoverOptions, RpcError, RpcUrls};
 pub use signed::{SignError, market_domain, sign_order, signed_order_digest};

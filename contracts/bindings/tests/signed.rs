@@ -2,7 +2,8 @@
 //! contracts: orders signed in Rust (EIP-712) open a deal that a third party submits; the
 //! digest equals the contract's own; a replay, a key that is not the author and a stale deal
 //! state are refused; the deal's state rebuilt from its events hashes to the stored word after
-//! opening, billing and closing.
+//! opening, billing and closing, also when followed incrementally across more blocks than one
+//! log query covers.
 
 mod common;
 
@@ -13,8 +14,8 @@ use common::{anvil, block_on, confirm, unlocked};
 use sonm_contracts::anvil::{ANVIL_CHAIN_ID, DEV_KEYS};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
-    DealSnapshot, DeployConfig, Market, Refusal, SNM, SignError, chain_order, deploy,
-    market_domain, sign_order, signed_order_digest,
+    DealFollower, DealSnapshot, DeployConfig, LOG_WINDOW, Market, Refusal, SNM, SignError,
+    chain_order, deploy, market_domain, sign_order, signed_order_digest,
 };
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
 
@@ -130,6 +131,10 @@ fn orders_signed_in_rust_open_a_deal_whose_state_is_rebuilt_from_events() {
         };
         let read = || DealSnapshot::read(&p, c.market, id, 0);
         let opened = read().await.unwrap().unwrap();
+        // A follower kept across the steps reads only new blocks, in windows of LOG_WINDOW,
+        // and always agrees with a fresh read from the start.
+        let mut follower = DealFollower::new(c.market, id, 0);
+        assert_eq!(follower.update(&p).await.unwrap(), Some(&opened));
         assert_eq!(opened.supplier, supplier.address());
         assert_eq!(opened.consumer, consumer.address());
         assert_eq!(opened.master, supplier.address());
@@ -137,6 +142,9 @@ fn orders_signed_in_rust_open_a_deal_whose_state_is_rebuilt_from_events() {
         let (word, hash) = stored(&opened).await;
         assert_eq!(word, hash);
 
+        // More blocks between the opening and the bill than two log queries cover.
+        let blocks = 2 * LOG_WINDOW + 5;
+        let _: serde_json::Value = p.raw_request("anvil_mine".into(), (blocks,)).await.unwrap();
         let _: serde_json::Value = p
             .raw_request("evm_increaseTime".into(), (120,))
             .await
@@ -146,6 +154,7 @@ fn orders_signed_in_rust_open_a_deal_whose_state_is_rebuilt_from_events() {
             .from(supplier.address());
         confirm("bill", bill).await;
         let billed = read().await.unwrap().unwrap();
+        assert_eq!(follower.update(&p).await.unwrap(), Some(&billed));
         assert!(billed.last_bill_time >= opened.last_bill_time + 120);
         let (word, hash) = stored(&billed).await;
         assert_eq!(word, hash);
@@ -167,6 +176,7 @@ fn orders_signed_in_rust_open_a_deal_whose_state_is_rebuilt_from_events() {
             .from(consumer.address());
         confirm("closeDeal", close).await;
         let closed = read().await.unwrap().unwrap();
+        assert_eq!(follower.update(&p).await.unwrap(), Some(&closed));
         let end = closed.end.expect("closed");
         assert_eq!(end.closed_by, consumer.address());
         assert_eq!(end.end_time, closed.last_bill_time);

@@ -6,13 +6,16 @@
 //! RPC endpoints with failover (`sonm_contracts::rpc`); transactions go through
 //! `sonm_contracts::tx::TxSender` (signed once, never sent afresh after a failover).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
 use sonm_contracts::tx::{self, TxError, TxSender};
 use sonm_contracts::{
-    Addresses, DealSnapshot, Failover, FailoverOptions, Market, RpcError, RpcUrls, chain_order,
+    Addresses, DealFollower, Failover, FailoverOptions, Market, RpcError, RpcUrls, chain_order,
     market_order, order_id_from_chain,
 };
 use sonm_market::{Address, DealId, Order, OrderId};
@@ -59,6 +62,8 @@ pub struct OpenedDeal {
     pub price: u128,
     pub duration: u64,
     pub start: u64,
+    /// The block it opened in: its logs are read from there.
+    pub block: u64,
 }
 
 /// A deal as its events tell it ([`sonm_contracts::DealSnapshot`]).
@@ -86,8 +91,8 @@ pub struct Chain {
     market: Address,
     me: Address,
     chain_id: u64,
-    /// Where deal logs are read from.
-    deploy_block: u64,
+    /// The deals being billed, each followed through its logs since the last read.
+    followers: Arc<Mutex<HashMap<DealId, DealFollower>>>,
 }
 
 impl Chain {
@@ -109,7 +114,7 @@ impl Chain {
             market: addresses.contracts.market,
             me,
             chain_id: addresses.chain_id,
-            deploy_block: addresses.deploy_block,
+            followers: Arc::default(),
         })
     }
 
@@ -242,8 +247,9 @@ impl Chain {
         .await
         .map_err(call_err("DealOpened logs"))?;
         logs.into_iter()
-            .map(|(e, _)| {
+            .map(|(e, log)| {
                 Ok(OpenedDeal {
+                    block: log.block_number.unwrap_or(from),
                     id: u64::try_from(e.dealId).map_err(|_| ChainError::Range("deal id"))?,
                     consumer: e.consumer,
                     ask: order_id_from_chain(e.askId)?,
@@ -256,11 +262,19 @@ impl Chain {
             .collect()
     }
 
-    /// Deal `id` rebuilt from its events (the worker knows it from its `DealOpened`).
-    pub async fn get_deal(&self, id: DealId) -> Result<ChainDeal, ChainError> {
-        let (provider, market, from) = (self.provider.clone(), self.market, self.deploy_block);
-        let d = Compat::new(async move { DealSnapshot::read(&provider, market, id, from).await })
-            .await
+    /// Deal `id` rebuilt from its events (the worker knows it from its `DealOpened`, in block
+    /// `opened`): only the blocks since the last call are read.
+    pub async fn get_deal(&self, id: DealId, opened: u64) -> Result<ChainDeal, ChainError> {
+        let mut follower = lock(&self.followers)
+            .remove(&id)
+            .unwrap_or_else(|| DealFollower::new(self.market, id, opened));
+        let provider = self.provider.clone();
+        let (follower, read) = Compat::new(async move {
+            let read = follower.update(&provider).await.map(|d| d.cloned());
+            (follower, read)
+        })
+        .await;
+        let d = read
             .map_err(|e| ChainError::Call {
                 what: "deal logs",
                 message: e.to_string(),
@@ -269,6 +283,8 @@ impl Chain {
                 what: "deal logs",
                 message: format!("deal {id} has no DealOpened event"),
             })?;
+        // Kept only after a good read: a failed window is read again next time.
+        lock(&self.followers).insert(id, follower);
         Ok(ChainDeal {
             supplier: d.supplier,
             master: d.master,
@@ -286,15 +302,41 @@ impl Chain {
     pub async fn bill(&self, id: DealId, deal: &ChainDeal) -> Result<(), ChainError> {
         let market = self.market();
         let call = market.bill(U256::from(id), deal.state.clone());
-        self.send("bill", call).await?;
-        Ok(())
+        self.deal_call(id, "bill", call).await
     }
 
     /// Closes deal `id` (in `deal`'s state; a forward deal only from its end on).
     pub async fn close_deal(&self, id: DealId, deal: &ChainDeal) -> Result<(), ChainError> {
         let market = self.market();
         let call = market.closeDeal(U256::from(id), deal.state.clone(), false);
-        self.send("closeDeal", call).await?;
-        Ok(())
+        self.deal_call(id, "closeDeal", call).await
     }
+
+    /// Sends a call on deal `id` built from its followed state. If it fails (the consumer
+    /// changed the deal meanwhile, a reorg dropped a bill already read), the deal is read
+    /// from its opening again next time.
+    async fn deal_call<P: Provider, D: alloy::contract::CallDecoder>(
+        &self,
+        id: DealId,
+        what: &'static str,
+        call: alloy::contract::CallBuilder<P, D>,
+    ) -> Result<(), ChainError> {
+        match self.send(what, call).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                lock(&self.followers).remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops following deal `id` (it ended).
+    pub fn forget_deal(&self, id: DealId) {
+        lock(&self.followers).remove(&id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding it leaves only a cache of deal logs behind.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

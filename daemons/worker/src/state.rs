@@ -82,6 +82,10 @@ pub struct DealRecord {
     /// that did not record it (the retention then counts from the first sweep that sees it).
     #[serde(default)]
     pub closed_at: Option<u64>,
+    /// The block of its `DealOpened`: its logs are read from there (`None` for a deal recorded
+    /// by an older worker: from the Market's deploy block).
+    #[serde(default)]
+    pub opened_block: Option<u64>,
 }
 
 /// A task: recorded when it starts (neither receipt nor error: running, or lost in a crash) and
@@ -422,6 +426,7 @@ mod tests {
             last_bill: 100,
             state: DealState::Active,
             closed_at: None,
+            opened_block: Some(12),
         };
         {
             let store = Store::open(dir.path()).unwrap();
@@ -490,5 +495,6 @@ mod tests {
             "bid":2,"plan":null,"price":5,"duration":0,"start":1,"last_bill":1,"state":"closed"}"#;
         let deal: DealRecord = decode("deal", old.as_bytes()).unwrap();
         assert_eq!((deal.state, deal.closed_at), (DealState::Closed, None));
+        assert_eq!(deal.opened_block, None, "read from the deploy block");
     }
 }

@@ -596,11 +596,19 @@ impl Worker {
     }
 
     async fn sync_deals_locked(&self) -> Result<(), WorkerError> {
-        let from = self.store.deal_scan_from()?.unwrap_or(self.deploy_block);
-        let to = self.chain.block_number().await?;
-        if from > to {
-            return Ok(());
+        let mut from = self.store.deal_scan_from()?.unwrap_or(self.deploy_block);
+        let head = self.chain.block_number().await?;
+        // In windows: endpoints cap a log query's block range.
+        while from <= head {
+            let to = head.min(from.saturating_add(sonm_contracts::LOG_WINDOW - 1));
+            self.record_deals_opened(from, to).await?;
+            self.store.set_deal_scan_from(to + 1)?;
+            from = to + 1;
         }
+        Ok(())
+    }
+
+    async fn record_deals_opened(&self, from: u64, to: u64) -> Result<(), WorkerError> {
         for opened in self.chain.deals_opened(from, to).await? {
             if self.store.deal(opened.id)?.is_some() {
                 continue;
@@ -626,12 +634,12 @@ impl Worker {
                 last_bill: opened.start,
                 state: DealState::Active,
                 closed_at: None,
+                opened_block: Some(opened.block),
             };
             self.store.open_deal(&rec, plan.as_ref())?;
             tracing::info!(deal = rec.id, consumer = %rec.consumer, ask = rec.ask,
                 plan = ?rec.plan, duration = rec.duration, "deal opened");
         }
-        self.store.set_deal_scan_from(to + 1)?;
         Ok(())
     }
 
@@ -644,7 +652,8 @@ impl Worker {
             if deal.state != DealState::Active {
                 continue;
             }
-            let on_chain = self.chain.get_deal(deal.id).await?;
+            let opened = deal.opened_block.unwrap_or(self.deploy_block);
+            let on_chain = self.chain.get_deal(deal.id, opened).await?;
             if !on_chain.active {
                 self.close_local(deal)?;
                 continue;
@@ -666,7 +675,7 @@ impl Worker {
                 Action::Bill => match self.chain.bill(deal.id, &on_chain).await {
                     Ok(()) => {
                         tracing::info!(deal = deal.id, "billed");
-                        let last_bill = self.chain.get_deal(deal.id).await?.last_bill;
+                        let last_bill = self.chain.get_deal(deal.id, opened).await?.last_bill;
                         let elapsed = last_bill.saturating_sub(on_chain.last_bill);
                         self.metrics
                             .billed(deal.id, u128::from(elapsed).saturating_mul(on_chain.price));
@@ -698,9 +707,10 @@ impl Worker {
         deal: DealRecord,
         on_chain: &crate::chain::ChainDeal,
     ) -> Result<(), WorkerError> {
+        let opened = deal.opened_block.unwrap_or(self.deploy_block);
         let after = match self.chain.bill(deal.id, on_chain).await {
             Ok(()) => {
-                let after = self.chain.get_deal(deal.id).await?;
+                let after = self.chain.get_deal(deal.id, opened).await?;
                 let elapsed = after.last_bill.saturating_sub(on_chain.last_bill);
                 self.metrics
                     .billed(deal.id, u128::from(elapsed).saturating_mul(on_chain.price));
@@ -722,7 +732,7 @@ impl Worker {
         match self.chain.close_deal(deal.id, &after).await {
             Ok(()) => {
                 tracing::info!(deal = deal.id, "spot deal closed: maintenance");
-                let last_bill = self.chain.get_deal(deal.id).await?.last_bill;
+                let last_bill = self.chain.get_deal(deal.id, opened).await?.last_bill;
                 self.close_local(DealRecord { last_bill, ..deal })?;
             }
             Err(e) => {
@@ -760,6 +770,7 @@ impl Worker {
 
     /// A deal ended: its tasks stop, its plan's slice goes back on sale.
     fn close_local(&self, deal: DealRecord) -> Result<(), WorkerError> {
+        self.chain.forget_deal(deal.id);
         self.runner.stop_deal(deal.id);
         self.uploads.drop_deal(deal.id);
         if let Some(pid) = deal.plan

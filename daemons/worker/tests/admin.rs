@@ -401,7 +401,7 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
         let bid = customer.bid_for(0, 96 << 20, SPOT_PRICE, 3600).await;
         let forward = customer.open_deal(&fwd_ask, &bid).await;
         worker.sync_deals().await.unwrap();
-        let spot_start = worker.chain().get_deal(spot).await.unwrap().start;
+        let spot_start = worker.chain().get_deal(spot, 0).await.unwrap().start;
         customer.advance(10).await;
 
         // --- A stranger cannot switch maintenance.
@@ -435,7 +435,7 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
             "the free plan's ask is cancelled on chain"
         );
         assert!(ask_of(&worker, "free").is_none());
-        let closed = worker.chain().get_deal(spot).await.unwrap();
+        let closed = worker.chain().get_deal(spot, 0).await.unwrap();
         assert!(!closed.active, "the spot deal is closed on chain");
         assert!(closed.last_bill >= spot_start + 10);
         let market = Market::new(addresses.contracts.market, &customer.provider);
@@ -467,7 +467,7 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
             "closed by the supplier"
         );
         assert!(
-            worker.chain().get_deal(forward).await.unwrap().active,
+            worker.chain().get_deal(forward, 0).await.unwrap().active,
             "the forward deal runs to its end"
         );
         // The forward deal still takes tasks; the closed one does not.
@@ -476,7 +476,7 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
         // The chain loop keeps it so: nothing placed, the forward deal left open.
         worker.tick().await;
         assert!(ask_of(&worker, "free").is_none() && ask_of(&worker, "spot").is_none());
-        assert!(worker.chain().get_deal(forward).await.unwrap().active);
+        assert!(worker.chain().get_deal(forward, 0).await.unwrap().active);
 
         // --- A restart keeps maintenance on: no ask placed.
         endpoint.close();
@@ -493,7 +493,7 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
         // --- The forward deal is closed at its end, as outside maintenance.
         customer.advance(3600).await;
         worker.bill_due().await.unwrap();
-        assert!(!worker.chain().get_deal(forward).await.unwrap().active);
+        assert!(!worker.chain().get_deal(forward, 0).await.unwrap().active);
 
         // --- Off: the asks are placed again.
         let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();

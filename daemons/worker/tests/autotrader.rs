@@ -255,7 +255,7 @@ fn the_autotrader_sells_to_the_bids_and_never_cancels_a_plan_with_a_deal() {
             bid.price
         );
         assert_eq!(ask.duration, bid.duration);
-        let on_chain = block_on(worker.chain().get_deal(deal.id)).unwrap();
+        let on_chain = block_on(worker.chain().get_deal(deal.id, 0)).unwrap();
         assert!(on_chain.active);
         assert_eq!(
             (on_chain.supplier, on_chain.consumer, on_chain.price),
@@ -334,7 +334,7 @@ fn the_autotrader_sells_to_the_bids_and_never_cancels_a_plan_with_a_deal() {
         check_bob();
     }
     assert!(
-        block_on(worker.chain().get_deal(deals.1.id))
+        block_on(worker.chain().get_deal(deals.1.id, 0))
             .unwrap()
             .active
     );

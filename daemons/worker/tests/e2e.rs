@@ -375,11 +375,11 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
         ));
 
         // --- Billing: after some chain time the worker bills the spot deal.
-        let before = worker.chain().get_deal(deal).await.unwrap();
+        let before = worker.chain().get_deal(deal, 0).await.unwrap();
         assert_eq!(before.master, master.address());
         customer.advance(5).await;
         worker.bill_due().await.unwrap();
-        let after = worker.chain().get_deal(deal).await.unwrap();
+        let after = worker.chain().get_deal(deal, 0).await.unwrap();
         assert!(after.active);
         assert!(
             after.last_bill > before.last_bill,
@@ -468,7 +468,14 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
         // --- The forward deal ends: the worker closes it (billing it to its end).
         customer.advance(3601).await;
         worker.bill_due().await.unwrap();
-        assert!(!worker.chain().get_deal(forward_deal).await.unwrap().active);
+        assert!(
+            !worker
+                .chain()
+                .get_deal(forward_deal, 0)
+                .await
+                .unwrap()
+                .active
+        );
         assert_eq!(
             worker.store().deal(forward_deal).unwrap().unwrap().state,
             DealState::Closed
