@@ -9,6 +9,7 @@ use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 
 use crate::bindings::Market;
+use crate::logs::LOG_WINDOW;
 
 /// How a closed deal ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,10 +162,6 @@ impl DealSnapshot {
         Ok(follower.snapshot().cloned())
     }
 }
-
-/// The most blocks one `eth_getLogs` asks for: public endpoints cap the range (often at a few
-/// thousand blocks), and a deal's logs since its opening may span far more.
-pub const LOG_WINDOW: u64 = 2_000;
 
 /// One deal followed through its logs: each [`update`](Self::update) reads only the blocks
 /// since the last one, in windows of [`LOG_WINDOW`], so a daemon that bills a deal every few

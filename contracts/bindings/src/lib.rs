@@ -17,6 +17,7 @@ pub mod anvil;
 mod convert;
 pub mod deals;
 pub mod deploy;
+pub mod logs;
 pub mod rpc;
 pub mod signed;
 pub mod tx;
@@ -25,8 +26,9 @@ pub use addresses::{Addresses, AddressesError, ContractAddresses};
 pub use convert::{
     ChainOrderError, chain_order, market_order, mismatch_of, order_id_from_chain, placed_ref,
 };
-pub use deals::{DealEnd, DealFollower, DealLogError, DealSnapshot, LOG_WINDOW};
+pub use deals::{DealEnd, DealFollower, DealLogError, DealSnapshot};
 pub use deploy::{DeployConfig, DeployError, GateConfig, KeyError, deploy, load_signer};
+pub use logs::{LOG_WINDOW, QueryWindowed};
 pub use rpc::{Failover, FailoverOptions, RpcError, RpcUrls};
 pub use signed::{SignError, market_domain, sign_order, signed_order_digest};
 pub use tx::{Refusal, TxError, TxOptions, TxSender};

@@ -14,8 +14,8 @@ use common::{anvil, block_on, confirm, unlocked};
 use sonm_contracts::anvil::{ANVIL_CHAIN_ID, DEV_KEYS};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
-    DealFollower, DealSnapshot, DeployConfig, LOG_WINDOW, Market, Refusal, SNM, SignError,
-    chain_order, deploy, market_domain, sign_order, signed_order_digest,
+    DealFollower, DealSnapshot, DeployConfig, LOG_WINDOW, Market, QueryWindowed, Refusal, SNM,
+    SignError, chain_order, deploy, market_domain, sign_order, signed_order_digest,
 };
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
 
@@ -183,6 +183,16 @@ fn orders_signed_in_rust_open_a_deal_whose_state_is_rebuilt_from_events() {
         assert!(!closed.active());
         let word = market.dealHashes(U256::from(id)).call().await.unwrap();
         assert_eq!(word, B256::ZERO, "a closed deal's word is deleted");
+        // The same logs through the windowed query the daemons use (over 4,000 blocks).
+        let windowed = market
+            .DealBilled_filter()
+            .topic1(U256::from(id))
+            .from_block(0)
+            .query_windowed()
+            .await
+            .unwrap();
+        assert_eq!(windowed.len(), 2, "the bill and the close's bill");
+        assert_eq!(windowed[0].0.billedUntil, billed.last_bill_time);
         // No such deal: nothing to rebuild.
         assert_eq!(
             DealSnapshot::read(&p, c.market, id + 1, 0).await.unwrap(),

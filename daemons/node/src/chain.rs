@@ -9,6 +9,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
 use serde::Serialize;
+use sonm_contracts::QueryWindowed as _;
 use sonm_contracts::tx::{self, Refusal, TxError, TxSender};
 use sonm_contracts::{
     Addresses, Blacklist, DealSnapshot, Failover, FailoverOptions, Market, ProfileRegistry,
@@ -436,21 +437,21 @@ impl Chain {
                 .topic2(ask_type)
                 .from_block(from)
                 .to_block(to)
-                .query()
+                .query_windowed()
                 .await
                 .map_err(call_err("OrderPlaced logs"))?;
             let cancelled = market
                 .OrderCancelled_filter()
                 .from_block(from)
                 .to_block(to)
-                .query()
+                .query_windowed()
                 .await
                 .map_err(call_err("OrderCancelled logs"))?;
             let dealt = market
                 .DealOpened_filter()
                 .from_block(from)
                 .to_block(to)
-                .query()
+                .query_windowed()
                 .await
                 .map_err(call_err("DealOpened logs"))?;
             Ok::<_, ChainError>((placed, cancelled, dealt))
@@ -552,11 +553,11 @@ impl Chain {
             let mut logs = Vec::new();
             if role != Role::Consumer {
                 let f = market.DealOpened_filter().topic2(word).from_block(from);
-                logs.extend(f.query().await?);
+                logs.extend(f.query_windowed().await?);
             }
             if role != Role::Supplier {
                 let f = market.DealOpened_filter().topic3(word).from_block(from);
-                logs.extend(f.query().await?);
+                logs.extend(f.query_windowed().await?);
             }
             Ok::<_, alloy::contract::Error>(logs)
         })
@@ -595,13 +596,13 @@ impl Chain {
                 .OrderPlaced_filter()
                 .topic3(word)
                 .from_block(from)
-                .query()
+                .query_windowed()
                 .await?;
             let cancelled = market
                 .OrderCancelled_filter()
                 .topic2(word)
                 .from_block(from)
-                .query()
+                .query_windowed()
                 .await?;
             Ok::<_, alloy::contract::Error>((placed, cancelled))
         })
@@ -647,7 +648,7 @@ impl Chain {
                 .OrderPlaced_filter()
                 .topic1(U256::from(id))
                 .from_block(from)
-                .query()
+                .query_windowed()
                 .await
         })
         .await
@@ -728,7 +729,7 @@ impl Chain {
             if let Some(i) = id {
                 f = f.topic1(U256::from(i));
             }
-            f.query().await
+            f.query_windowed().await
         })
         .await
         .map_err(call_err("ChangeRequestCreated logs"))?;
@@ -814,7 +815,7 @@ impl Chain {
             b.Blacklisted_filter()
                 .topic1(owner.into_word())
                 .from_block(from)
-                .query()
+                .query_windowed()
                 .await
         })
         .await
@@ -854,7 +855,7 @@ impl Chain {
                 .CertificateIssued_filter()
                 .topic3(who.into_word())
                 .from_block(from)
-                .query()
+                .query_windowed()
                 .await
                 .map_err(call_err("CertificateIssued logs"))?;
             let mut certificates = Vec::with_capacity(issued.len());

@@ -16,6 +16,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 use serde::Serialize;
+use sonm_contracts::QueryWindowed as _;
 use sonm_contracts::tx::{self, TxError, TxSender};
 use sonm_contracts::{Addresses, Failover, FailoverOptions, Gate, RpcError, SNM};
 use sonm_market::Address;
@@ -287,7 +288,7 @@ impl Side<'_> {
             gate.Locked_filter()
                 .topic2(me.into_word())
                 .from_block(from)
-                .query()
+                .query_windowed()
                 .await
         })
         .map_err(self.call_err("Locked logs"))?;

@@ -13,6 +13,7 @@ use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
+use sonm_contracts::QueryWindowed as _;
 use sonm_contracts::tx::{self, TxError, TxSender};
 use sonm_contracts::{
     Addresses, DealFollower, Failover, FailoverOptions, Market, RpcError, RpcUrls, chain_order,
@@ -204,7 +205,7 @@ impl Chain {
                 .topic3(me)
                 .from_block(from)
                 .to_block(to)
-                .query()
+                .query_windowed()
                 .await
         })
         .await
@@ -241,7 +242,7 @@ impl Chain {
                 .topic2(me)
                 .from_block(from)
                 .to_block(to)
-                .query()
+                .query_windowed()
                 .await
         })
         .await
