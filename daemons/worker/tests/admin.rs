@@ -19,9 +19,9 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::Market;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{DeployConfig, Market, deploy};
+use sonm_contracts::deploy::signing_provider;
 use sonm_market::{Benchmark, IdentityLevel, Order};
 use sonm_net::EthKey;
 use sonm_worker::admin::{AdminClient, AdminClientError, AdminError, AdminRequest, AdminResponse};
@@ -114,18 +114,8 @@ fn the_owner_and_the_confirmed_master_administer_the_worker_and_strangers_are_re
     let config = config(dir.path(), &anvil, master.address());
     block_on(async {
         let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
-        let addresses = deploy(
-            url.clone(),
-            DEV_KEYS[0].parse().unwrap(),
-            &DeployConfig {
-                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
-                ..DeployConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        addresses.write(&config.addresses).unwrap();
-        std::fs::write(&config.key_file, DEV_KEYS[1]).unwrap();
+        let addresses =
+            common::deploy_for_worker(&anvil.endpoint(), &config.addresses, &config.key_file).await;
 
         let worker = Arc::new(Worker::open(config.clone()).await.unwrap());
         let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -358,18 +348,8 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
     };
     block_on(async {
         let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
-        let addresses = deploy(
-            url.clone(),
-            DEV_KEYS[0].parse().unwrap(),
-            &DeployConfig {
-                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
-                ..DeployConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        addresses.write(&config.addresses).unwrap();
-        std::fs::write(&config.key_file, DEV_KEYS[1]).unwrap();
+        let addresses =
+            common::deploy_for_worker(&anvil.endpoint(), &config.addresses, &config.key_file).await;
 
         let worker = Arc::new(Worker::open(config.clone()).await.unwrap());
         let endpoint = worker.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();

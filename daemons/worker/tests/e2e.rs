@@ -18,13 +18,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::U256;
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
+use sonm_contracts::Market;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{DeployConfig, Market, deploy};
+use sonm_contracts::deploy::signing_provider;
 use sonm_market::{Benchmark, IdentityLevel, Order};
 use sonm_net::EthKey;
 use sonm_worker::bench::BenchConfig;
@@ -154,21 +153,10 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
     let config = config(dir.path(), &anvil);
     block_on(async {
         let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
-        let deployer: PrivateKeySigner = DEV_KEYS[0].parse().unwrap();
         let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
         let consumer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
-        let addresses = deploy(
-            url.clone(),
-            deployer,
-            &DeployConfig {
-                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
-                ..DeployConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        addresses.write(&config.addresses).unwrap();
-        std::fs::write(&config.key_file, DEV_KEYS[1]).unwrap();
+        let addresses =
+            common::deploy_for_worker(&anvil.endpoint(), &config.addresses, &config.key_file).await;
 
         // --- The worker sells its slices.
         let worker = Arc::new(Worker::open(config.clone()).await.unwrap());

@@ -4,6 +4,8 @@
 //! finished task's result is downloaded again (by its consumer only), an orphan results
 //! directory is gone, and a stored output changed on disk is refused.
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,10 +14,8 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{
-    DeployConfig, Market, SNM, chain_order, deploy, market_order, order_id_from_chain, placed_ref,
-};
+use sonm_contracts::deploy::signing_provider;
+use sonm_contracts::{Market, SNM, chain_order, market_order, order_id_from_chain, placed_ref};
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
 use sonm_net::EthKey;
 use sonm_worker::bench::BenchConfig;
@@ -133,18 +133,8 @@ fn the_worker_process_serves_a_deal_and_survives_kill_9() {
         let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
         let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
         let consumer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
-        let addresses = deploy(
-            url.clone(),
-            DEV_KEYS[0].parse().unwrap(),
-            &DeployConfig {
-                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
-                ..DeployConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        addresses.write(&config.addresses).unwrap();
-        std::fs::write(&config.key_file, format!("{}\n", DEV_KEYS[1])).unwrap();
+        let addresses =
+            common::deploy_for_worker(&anvil.endpoint(), &config.addresses, &config.key_file).await;
         // A read-only view of the supplier's orders.
         let view = Chain::connect(&config.rpc_url, supplier.clone(), &addresses)
             .await

@@ -14,12 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::{SNM_WEI, signing_provider};
-use sonm_contracts::{DeployConfig, deploy};
+use sonm_contracts::deploy::signing_provider;
 use sonm_market::IdentityLevel;
 use sonm_net::{Connection, EthKey};
 use sonm_worker::bench::BenchConfig;
@@ -144,18 +142,8 @@ fn big_inputs_and_outputs_travel_in_chunks_and_logs_follow_a_running_task() {
         let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
         let consumer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
         let stranger: PrivateKeySigner = DEV_KEYS[3].parse().unwrap();
-        let addresses = deploy(
-            url.clone(),
-            DEV_KEYS[0].parse().unwrap(),
-            &DeployConfig {
-                fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
-                ..DeployConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        addresses.write(&config.addresses).unwrap();
-        std::fs::write(&config.key_file, DEV_KEYS[1]).unwrap();
+        let addresses =
+            common::deploy_for_worker(&anvil.endpoint(), &config.addresses, &config.key_file).await;
         let worker = Arc::new(Worker::open(config.clone()).await.unwrap());
         worker.sync_plans().await.unwrap();
         let ask_order = worker.plans().unwrap()[0].ask.clone().expect("ask placed");

@@ -1,16 +1,45 @@
-//! Shared by the worker's integration tests: the customer's side of the chain (approve the
-//! Market, place a bid, open a deal), as a real customer's node would send it.
+//! Shared by the worker's integration tests: the chain set-up a worker reads (contracts deployed,
+//! the customer funded, addresses and key written), and the customer's side of the chain
+//! (approve the Market, place a bid, open and close a deal), as a real customer's node sends it.
 
 #![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
 
 use alloy::primitives::U256;
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::anvil::DEV_KEYS;
+use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
-    Addresses, DealSnapshot, Market, SNM, chain_order, market_order, order_id_from_chain,
-    placed_ref,
+    Addresses, DealSnapshot, DeployConfig, Market, SNM, chain_order, deploy, market_order,
+    order_id_from_chain, placed_ref,
 };
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+
+/// Anvil's dev keys as the tests cast them: 0 deploys, 1 is the worker (supplier), 2 the
+/// customer (funded with 1,000 SNM).
+pub const SUPPLIER_KEY: &str = DEV_KEYS[1];
+pub const CONSUMER_KEY: &str = DEV_KEYS[2];
+
+/// Deploys the contracts on the chain at `url` with the customer funded, and writes what a
+/// worker reads: the addresses file at `addresses` and the supplier's key at `key_file`.
+pub async fn deploy_for_worker(url: &str, addresses: &Path, key_file: &Path) -> Addresses {
+    let consumer: PrivateKeySigner = CONSUMER_KEY.parse().unwrap();
+    let deployed = deploy(
+        url.parse().unwrap(),
+        DEV_KEYS[0].parse().unwrap(),
+        &DeployConfig {
+            fund: vec![(consumer.address(), U256::from(1_000u128 * SNM_WEI))],
+            ..DeployConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    deployed.write(addresses).unwrap();
+    std::fs::write(key_file, format!("{SUPPLIER_KEY}\n")).unwrap();
+    deployed
+}
 
 /// A customer: its key, a provider that signs with it, the contracts.
 pub struct Customer {
