@@ -12,19 +12,20 @@
 use std::path::Path;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
+use sonm_contracts::deploy::{provider, signing_provider};
 use sonm_contracts::{
-    Addresses, Blacklist, DealSnapshot, DeployConfig, Market, ProfileRegistry, SNM, chain_order,
-    deploy,
+    Addresses, Blacklist, DealSnapshot, Market, ProfileRegistry, SNM, chain_order,
 };
 use sonm_market::{IdentityLevel, NetFlags, Order, OrderType};
 
 mod common;
-use common::{block_on, free_tcp_port, http, keygen, sonm, sonm_fails, sonm_json, start_node};
+use common::{
+    block_on, deploy_chain, free_tcp_port, give_gas, http, keygen, sonm, sonm_fails, sonm_json,
+    start_node,
+};
 
 type Url = alloy::transports::http::reqwest::Url;
 
@@ -131,26 +132,13 @@ fn orders_deals_tokens_blacklist_and_profile_through_the_cli() {
     let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
     let validator: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
     let friend = Address::repeat_byte(0x42);
-    let addresses = block_on(deploy(
-        url.clone(),
-        DEV_KEYS[0].parse().unwrap(),
-        &DeployConfig {
-            fund: vec![
-                (me, U256::from(1_000u128 * SNM_WEI)),
-                (supplier.address(), U256::from(1_000u128 * SNM_WEI)),
-            ],
-            validators: vec![(validator.address(), 2)],
-            ..DeployConfig::default()
-        },
-    ))
-    .unwrap();
-    let addresses_path = d.join("addresses.toml");
-    addresses.write(&addresses_path).unwrap();
-    let _: Value = block_on(provider(url.clone()).raw_request(
-        "anvil_setBalance".into(),
-        (me, "0x3635C9ADC5DEA00000"), // 1000 ETH for gas
-    ))
-    .unwrap();
+    let (addresses, addresses_path) = deploy_chain(
+        &anvil,
+        d,
+        &[me, supplier.address()],
+        vec![(validator.address(), 2)],
+    );
+    give_gas(&anvil, me);
     let chain = OnChain {
         url: url.clone(),
         addresses: addresses.clone(),

@@ -14,12 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::SNM_WEI;
-use sonm_contracts::{DeployConfig, deploy};
 use sonm_market::IdentityLevel;
 use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
@@ -27,7 +25,9 @@ use sonm_worker::billing::BillingPolicy;
 use sonm_worker::config::PlanConfig;
 
 mod common;
-use common::{Process, RunningWorker, block_on, free_tcp_port, free_udp_port, node_bin, other_bin};
+use common::{
+    Process, RunningWorker, deploy_chain, free_tcp_port, free_udp_port, node_bin, other_bin,
+};
 
 /// `sonm-dwh`.
 fn dwh_bin() -> PathBuf {
@@ -118,23 +118,12 @@ fn the_node_searches_the_market_through_a_real_dwh() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (node_log, dwh_log) = (d.join("node.log"), d.join("dwh.log"));
-    let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
 
     // --- The chain: contracts deployed, the customer (a dev account, so it has gas) funded.
     let customer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
     let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
     let me = customer.address();
-    let addresses = block_on(deploy(
-        url,
-        DEV_KEYS[0].parse().unwrap(),
-        &DeployConfig {
-            fund: vec![(me, U256::from(1_000u128 * SNM_WEI))],
-            ..DeployConfig::default()
-        },
-    ))
-    .unwrap();
-    let addresses_path = d.join("addresses.toml");
-    addresses.write(&addresses_path).unwrap();
+    let (_, addresses_path) = deploy_chain(&anvil, d, &[me], Vec::new());
 
     // --- The DWH, as a process, following the chain from the deploy block.
     let dwh_port = free_tcp_port();

@@ -13,12 +13,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
-use sonm_contracts::{DeployConfig, Market, SNM, deploy, market_order, placed_ref};
+use sonm_contracts::{Market, SNM, market_order, placed_ref};
 use sonm_market::IdentityLevel;
 use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
@@ -27,8 +26,8 @@ use sonm_worker::config::PlanConfig;
 
 mod common;
 use common::{
-    RunningWorker, block_on, free_tcp_port, free_udp_port, http, keygen, node_bin, sha256_hex,
-    sonm, sonm_fails, sonm_json, start_node,
+    RunningWorker, block_on, deploy_chain, free_tcp_port, free_udp_port, give_gas, http, keygen,
+    node_bin, sha256_hex, sonm, sonm_fails, sonm_json, start_node,
 };
 
 fn plan(name: &str) -> PlanConfig {
@@ -65,25 +64,9 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
     // --- The chain: contracts deployed, the customer funded with SNM and gas.
     let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
     let stranger: PrivateKeySigner = DEV_KEYS[3].parse().unwrap();
-    let addresses = block_on(deploy(
-        url.clone(),
-        DEV_KEYS[0].parse().unwrap(),
-        &DeployConfig {
-            fund: vec![
-                (me, U256::from(1_000u128 * SNM_WEI)),
-                (stranger.address(), U256::from(1_000u128 * SNM_WEI)),
-            ],
-            ..DeployConfig::default()
-        },
-    ))
-    .unwrap();
-    let addresses_path = d.join("addresses.toml");
-    addresses.write(&addresses_path).unwrap();
-    let _: Value = block_on(provider(url.clone()).raw_request(
-        "anvil_setBalance".into(),
-        (me, "0x3635C9ADC5DEA00000"), // 1000 ETH for gas
-    ))
-    .unwrap();
+    let (addresses, addresses_path) =
+        deploy_chain(&anvil, d, &[me, stranger.address()], Vec::new());
+    give_gas(&anvil, me);
 
     // --- The worker (in process), selling two one-core slices.
     let worker_listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();

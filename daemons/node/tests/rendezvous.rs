@@ -12,11 +12,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_contracts::deploy::SNM_WEI;
-use sonm_contracts::{DeployConfig, deploy};
 use sonm_market::{Address, IdentityLevel};
 use sonm_net::{EthKey, Identity};
 use sonm_node::Node;
@@ -30,7 +27,7 @@ use sonm_worker::config::PlanConfig;
 use sonm_worker::proto::{Exit, File, StartWasm, TaskLimits, TaskStatus};
 
 mod common;
-use common::{RunningWorker, block_on, sha256_hex};
+use common::{RunningWorker, block_on, deploy_chain, sha256_hex};
 
 /// Every wait in this test is bounded by this.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -133,22 +130,11 @@ fn a_worker_known_only_through_the_rendezvous_runs_the_customers_job() {
     let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
 
     // --- The chain: contracts deployed, the customer funded with SNM (dev keys have gas).
     let supplier: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
     let customer: PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
-    let addresses = block_on(deploy(
-        url.clone(),
-        DEV_KEYS[0].parse().unwrap(),
-        &DeployConfig {
-            fund: vec![(customer.address(), U256::from(1_000u128 * SNM_WEI))],
-            ..DeployConfig::default()
-        },
-    ))
-    .unwrap();
-    let addresses_path = d.join("addresses.toml");
-    addresses.write(&addresses_path).unwrap();
+    let (addresses, addresses_path) = deploy_chain(&anvil, d, &[customer.address()], Vec::new());
 
     // --- The rendezvous server.
     let server_key = EthKey::random();

@@ -1,4 +1,4 @@
-//! What the node's end-to-end tests share: processes, binaries, ports, hashing.
+//! What the node's end-to-end tests share: the chain set-up, processes, binaries, ports, hashing.
 // Each test file uses its own subset.
 #![allow(dead_code)]
 
@@ -11,6 +11,44 @@ use alloy::primitives::Address;
 use serde_json::Value;
 
 use sha2::{Digest, Sha256};
+
+/// The contracts deployed on `anvil` by dev key 0, each of `fund` holding 1,000 SNM and
+/// `validators` set, their addresses written to `dir/addresses.toml`; returns both.
+pub(crate) fn deploy_chain(
+    anvil: &sonm_contracts::anvil::Anvil,
+    dir: &Path,
+    fund: &[Address],
+    validators: Vec<(Address, u8)>,
+) -> (sonm_contracts::Addresses, PathBuf) {
+    use alloy::primitives::U256;
+    use sonm_contracts::anvil::DEV_KEYS;
+    let config = sonm_contracts::DeployConfig {
+        fund: fund
+            .iter()
+            .map(|a| (*a, U256::from(1_000u128 * sonm_contracts::deploy::SNM_WEI)))
+            .collect(),
+        validators,
+        ..sonm_contracts::DeployConfig::default()
+    };
+    let url = anvil.endpoint().parse().unwrap();
+    let addresses = block_on(sonm_contracts::deploy(
+        url,
+        DEV_KEYS[0].parse().unwrap(),
+        &config,
+    ))
+    .unwrap();
+    let path = dir.join("addresses.toml");
+    addresses.write(&path).unwrap();
+    (addresses, path)
+}
+
+/// 1,000 ETH for gas to `who` (a key that is not one of anvil's funded dev accounts).
+pub(crate) fn give_gas(anvil: &sonm_contracts::anvil::Anvil, who: Address) {
+    use alloy::providers::Provider;
+    let p = sonm_contracts::deploy::provider(anvil.endpoint().parse().unwrap());
+    let _: Value =
+        block_on(p.raw_request("anvil_setBalance".into(), (who, "0x3635C9ADC5DEA00000"))).unwrap();
+}
 
 /// Runs an alloy (tokio) future on smol, as the daemons do.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
