@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::Market;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::signing_provider;
-use sonm_market::{Benchmark, IdentityLevel, Order};
+use sonm_market::{Benchmark, IdentityLevel};
 use sonm_net::EthKey;
 use sonm_worker::admin::{AdminClient, AdminClientError, AdminError, AdminRequest, AdminResponse};
 use sonm_worker::bench::BenchConfig;
@@ -214,7 +213,7 @@ fn the_owner_and_the_confirmed_master_administer_the_worker_and_strangers_are_re
             addresses: addresses.clone(),
         };
         customer.approve().await;
-        let bid = customer.bid(128 << 20, 1_500_000_000).await;
+        let bid = customer.bid_for(1, 128 << 20, 1_500_000_000, 0).await;
         let deal = customer.open_deal(&ask, &bid).await;
         worker.sync_deals().await.unwrap();
         assert_eq!(
@@ -496,23 +495,4 @@ fn maintenance_withdraws_the_asks_closes_the_spot_deals_and_lets_forward_deals_r
         assert_ne!(ask_of(&worker, "free").unwrap().id, free_ask.id);
         endpoint.close();
     });
-}
-
-impl Customer {
-    async fn bid(&self, ram: u64, price: u128) -> Order {
-        self.bid_for(1, ram, price, 0).await
-    }
-
-    async fn advance(&self, seconds: u64) {
-        let _: serde_json::Value = self
-            .provider
-            .raw_request("evm_increaseTime".into(), (seconds,))
-            .await
-            .unwrap();
-        let _: serde_json::Value = self
-            .provider
-            .raw_request("evm_mine".into(), ())
-            .await
-            .unwrap();
-    }
 }

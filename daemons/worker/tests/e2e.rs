@@ -18,13 +18,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use sha2::{Digest, Sha256};
 use sonm_contracts::Market;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::signing_provider;
-use sonm_market::{Benchmark, IdentityLevel, Order};
+use sonm_market::{Benchmark, IdentityLevel};
 use sonm_net::EthKey;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
@@ -79,27 +78,6 @@ fn config(dir: &Path, anvil: &Anvil) -> Config {
             anvil.endpoint().parse().unwrap(),
             dir.join("addresses.toml"),
         )
-    }
-}
-
-impl Customer {
-    /// Places a bid for one core and `ram` bytes at `price` for `duration`; returns it with id.
-    async fn bid(&self, ram: u64, price: u128, duration: u64) -> Order {
-        self.bid_for(1, ram, price, duration).await
-    }
-
-    /// Moves the chain's clock forward and mines a block.
-    async fn advance(&self, seconds: u64) {
-        let _: serde_json::Value = self
-            .provider
-            .raw_request("evm_increaseTime".into(), (seconds,))
-            .await
-            .unwrap();
-        let _: serde_json::Value = self
-            .provider
-            .raw_request("evm_mine".into(), ())
-            .await
-            .unwrap();
     }
 }
 
@@ -209,7 +187,7 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
             addresses: addresses.clone(),
         };
         customer.approve().await;
-        let bid = customer.bid(128 << 20, 1_500_000_000, 0).await;
+        let bid = customer.bid_for(1, 128 << 20, 1_500_000_000, 0).await;
         let deal = customer.open_deal(&small_ask, &bid).await;
         worker.sync_deals().await.unwrap();
         let rec = worker.store().deal(deal).unwrap().expect("deal recorded");
@@ -375,7 +353,7 @@ fn a_customer_buys_a_slice_runs_a_job_and_gets_a_verified_receipt() {
         );
 
         // --- A forward deal on the other plan.
-        let forward_bid = customer.bid(64 << 20, 2_000_000_000, 3600).await;
+        let forward_bid = customer.bid_for(1, 64 << 20, 2_000_000_000, 3600).await;
         let forward_deal = customer.open_deal(&forward_ask, &forward_bid).await;
         worker.sync_deals().await.unwrap();
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use alloy::primitives::U256;
-use alloy::providers::DynProvider;
+use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::anvil::DEV_KEYS;
 use sonm_contracts::deploy::SNM_WEI;
@@ -134,5 +134,19 @@ impl Customer {
             .await
             .unwrap();
         assert!(r.status(), "closeDeal reverted");
+    }
+
+    /// Moves the chain's clock forward and mines a block.
+    pub async fn advance(&self, seconds: u64) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_increaseTime".into(), (seconds,))
+            .await
+            .unwrap();
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_mine".into(), ())
+            .await
+            .unwrap();
     }
 }
