@@ -19,11 +19,11 @@ stage)
   cargo build --profile edge -p sonm-worker --bin sonm-worker
   cp target/edge/sonm-worker "$stage/sonm-worker"
   # The test binary's path, from cargo's JSON messages.
-  bin=$(cargo test --release -p sonm-worker --test containers --no-run --message-format=json |
-    jq -r 'select(.reason == "compiler-artifact" and .target.name == "containers"
+  bin=$(cargo test --release -p sonm-worker --test integration --no-run --message-format=json |
+    jq -r 'select(.reason == "compiler-artifact" and .target.name == "integration"
       and .executable != null) | .executable' | tail -n1)
-  cp "$bin" "$stage/containers-test"
-  strip "$stage/containers-test" "$stage/sonm-worker"
+  cp "$bin" "$stage/worker-tests"
+  strip "$stage/worker-tests" "$stage/sonm-worker"
   cp "$(command -v runc)" "$stage/runc"
   cp /bin/busybox "$stage/busybox"
   du -sh "$stage"
@@ -48,11 +48,11 @@ EOF
   export PATH="$PWD/$stage:$PATH"
   cd "$work"
   status=0
-  SONM_REQUIRE_CONTAINERS=1 "$OLDPWD/$stage/containers-test" --ignored --exact --nocapture \
-    a_real_gpu_opens_inside_a_gpu_container || status=1
+  SONM_REQUIRE_CONTAINERS=1 "$OLDPWD/$stage/worker-tests" --ignored --exact --nocapture \
+    containers::a_real_gpu_opens_inside_a_gpu_container || status=1
   # The stand-in check too: the same path with mknod nodes, for comparison.
-  SONM_REQUIRE_CONTAINERS=1 "$OLDPWD/$stage/containers-test" --exact \
-    a_gpu_slice_s_device_nodes_are_passed_through_and_usable || status=1
+  SONM_REQUIRE_CONTAINERS=1 "$OLDPWD/$stage/worker-tests" --exact \
+    containers::a_gpu_slice_s_device_nodes_are_passed_through_and_usable || status=1
   exit "$status"
   ;;
 *)

@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # A one-off build (CI, a fresh clone) gains nothing from incremental compilation and its
-# caches take tens of GB with this workspace's tests.
-if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+# caches take tens of GB with this workspace's tests; nor from line tables, which are a third
+# of every 60-80 MB test binary (a panic still names its file and line without them). A CI run
+# once ran its disk full at the link step.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_TEST_DEBUG=false
+fi
 
 step "toolchain"
 if ! command -v cargo >/dev/null; then

@@ -101,7 +101,7 @@ impl From<&Order> for Market::Order {
 /// blacklists; model: types, price, duration, netflags, benchmarks, levels,
 /// counterparties, blacklists), so for a pair that breaks several clauses the two
 /// may name different ones. They agree on whether a pair matches, and on the reason
-/// when only one clause is broken (`tests/match_parity.rs`). The chain is finer
+/// when only one clause is broken (`tests/integration/match_parity.rs`). The chain is finer
 /// than the model: both counterparty errors map to [`Mismatch::Counterparty`], both
 /// blacklist errors to [`Mismatch::Blacklisted`].
 pub fn mismatch_of(error: &Market::MarketErrors) -> Option<Mismatch> {

@@ -13,7 +13,7 @@ use crate::bindings::Market;
 use crate::convert::chain_order;
 
 /// The EIP-712 types, field for field as Market.sol's `ORDER_TYPEHASH` and
-/// `SIGNED_ORDER_TYPEHASH` spell them (`tests/signed.rs` checks the digest against the
+/// `SIGNED_ORDER_TYPEHASH` spell them (`tests/integration/signed.rs` checks the digest against the
 /// contract's `signedOrderDigest`).
 mod typed {
     alloy::sol! {

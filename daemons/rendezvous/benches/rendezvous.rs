@@ -100,7 +100,7 @@ async fn worker(
     w
 }
 
-/// Symmetric-NAT stand-in (as in tests/loopback.rs): the observed address is unreachable.
+/// Symmetric-NAT stand-in (as in tests/integration/loopback.rs): the observed address is unreachable.
 fn forwarder(target: SocketAddr) -> (SocketAddr, smol::Task<()>) {
     let inside = Arc::new(Async::<UdpSocket>::bind(loopback()).unwrap());
     let listen = inside.get_ref().local_addr().unwrap();

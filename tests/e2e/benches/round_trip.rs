@@ -151,7 +151,7 @@ fn main() {
             },
         );
         // The worker looks a deal it has not seen yet up on the chain at most every 500 ms
-        // and refuses it otherwise (see tests/fresh_deal.rs): keep the runs further apart.
+        // and refuses it otherwise (see tests/integration/fresh_deal.rs): keep the runs further apart.
         std::thread::sleep(Duration::from_millis(600));
     }
 

@@ -1,0 +1,11 @@
+//! The crate's integration tests, one module per file, linked into one binary: each test
+//! binary links the crate's whole dependency tree, so one binary instead of one per file
+//! saves CI most of its link time and gigabytes of disk.
+
+mod bindings;
+mod common;
+mod convert;
+mod deploy;
+mod failover;
+mod match_parity;
+mod signed;

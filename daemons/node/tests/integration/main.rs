@@ -1,0 +1,10 @@
+//! The crate's integration tests, one module per file, linked into one binary: each test
+//! binary links the crate's whole dependency tree, so one binary instead of one per file
+//! saves CI most of its link time and gigabytes of disk.
+
+mod account;
+mod common;
+mod dwh;
+mod flow;
+mod gates;
+mod rendezvous;

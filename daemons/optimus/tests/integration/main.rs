@@ -1,0 +1,9 @@
+//! The crate's integration tests, one module per file, linked into one binary: each test
+//! binary links the crate's whole dependency tree, so one binary instead of one per file
+//! saves CI most of its link time and gigabytes of disk.
+
+mod common;
+mod properties;
+mod quality;
+mod simulation;
+mod step;
