@@ -1,6 +1,9 @@
 //! One chain's edge: reads its Gate's `Locked` and `Paid` events in batches, only from blocks
-//! `confirmations` deep (so an event that a reorg may still remove is never seen), asks whether
-//! a transfer is paid, and sends `pay` through sonm-contracts' transaction path.
+//! `confirmations` deep (so an event that a reorg may still remove is never seen), notices the
+//! owner's changes to the keepers and threshold, asks whether a transfer is paid, and sends
+//! `pay` through sonm-contracts' transaction path.
+
+use std::collections::BTreeSet;
 
 use alloy::primitives::{Address, TxHash, U256};
 use alloy::providers::{DynProvider, Provider};
@@ -45,6 +48,26 @@ pub enum ChainError {
 }
 
 impl ChainError {
+    /// The gate refused a `pay` for a reason its owner's configuration explains (too few
+    /// signatures for its threshold, a signer no longer an unfrozen keeper): worth reading its
+    /// configuration again.
+    pub fn gate_config_stale(&self) -> bool {
+        let ChainError::Tx { source, .. } = self else {
+            return false;
+        };
+        let TxError::Refused { error, .. } = source.as_ref() else {
+            return false;
+        };
+        matches!(
+            error.as_ref(),
+            Refusal::Gate(
+                Gate::GateErrors::NotEnoughSignatures(_)
+                    | Gate::GateErrors::KeeperIsFrozen(_)
+                    | Gate::GateErrors::NotKeeper(_)
+            )
+        )
+    }
+
     /// The keeper whose signature the gate refused when `pay` was estimated (frozen, over
     /// its daily limit, or no longer a keeper); nothing was sent then.
     pub fn refused_signer(&self) -> Option<Address> {
@@ -72,6 +95,9 @@ pub struct Batch {
     pub locks: Vec<Lock>,
     /// Transfers from the other chain that this chain's gate paid.
     pub paid: Vec<TransferKey>,
+    /// The owner changed the threshold or a keeper (`ThresholdSet`, `KeeperSet`,
+    /// `KeeperFrozen`): the gate's configuration must be read again.
+    pub gate_changed: bool,
 }
 
 /// A chain with its gate, for reading and for paying.
@@ -140,6 +166,22 @@ impl Chain {
             .call()
             .await
             .map_err(self.call("threshold"))
+    }
+
+    /// The gate's threshold now, and which of `candidates` may sign payments by it now. The
+    /// latest state, not the confirmed one: it is what the gate checks a `pay` against.
+    pub async fn gate_config(
+        &self,
+        candidates: &[Address],
+    ) -> Result<(u8, BTreeSet<Address>), ChainError> {
+        let threshold = self.threshold().await?;
+        let mut keepers = BTreeSet::new();
+        for k in candidates {
+            if self.is_keeper(*k).await? {
+                keepers.insert(*k);
+            }
+        }
+        Ok((threshold, keepers))
     }
 
     /// Whether `keeper` may sign payments by this gate now (a keeper, not frozen).
@@ -220,6 +262,9 @@ impl Chain {
             .event_signature(vec![
                 Gate::Locked::SIGNATURE_HASH,
                 Gate::Paid::SIGNATURE_HASH,
+                Gate::ThresholdSet::SIGNATURE_HASH,
+                Gate::KeeperSet::SIGNATURE_HASH,
+                Gate::KeeperFrozen::SIGNATURE_HASH,
             ])
             .from_block(from)
             .to_block(to);
@@ -239,7 +284,15 @@ impl Chain {
                 );
                 continue;
             };
-            if let Ok(l) = log.log_decode::<Gate::Locked>() {
+            if [
+                Gate::ThresholdSet::SIGNATURE_HASH,
+                Gate::KeeperSet::SIGNATURE_HASH,
+                Gate::KeeperFrozen::SIGNATURE_HASH,
+            ]
+            .contains(&log.topic0().copied().unwrap_or_default())
+            {
+                batch.gate_changed = true;
+            } else if let Ok(l) = log.log_decode::<Gate::Locked>() {
                 let e = l.inner.data;
                 let (Ok(nonce), Ok(dst_chain)) =
                     (u64::try_from(e.nonce), u64::try_from(e.dstChainId))

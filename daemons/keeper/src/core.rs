@@ -318,6 +318,19 @@ impl Keeper {
         }
     }
 
+    /// The gate on `chain_id` now wants `threshold` signatures from among `keepers` (the
+    /// configured keepers it lists, unfrozen), read from the chain after its owner changed
+    /// them. Signatures already held are kept (a keeper re-listed signs nothing twice) but only
+    /// current keepers' are submitted; a transfer short of the new threshold fetches again.
+    pub fn gate_config(&mut self, chain_id: u64, threshold: usize, keepers: BTreeSet<Address>) {
+        let Some(side) = self.side(chain_id) else {
+            return;
+        };
+        let chain = &mut self.params.chains[side];
+        chain.threshold = threshold;
+        chain.keepers = keepers;
+    }
+
     /// This keeper's own signature, once persisted. Checked like any other.
     pub fn signed(&mut self, key: TransferKey, signature: &[u8]) -> Result<(), SigRejected> {
         let signer = self.accept(key, signature, true)?;
@@ -407,7 +420,9 @@ impl Keeper {
             let usable: Vec<(Address, Signature)> = e
                 .signatures
                 .iter()
-                .filter(|(a, _)| refused.get(*a).is_none_or(|until| now >= *until))
+                .filter(|(a, _)| {
+                    dst.keepers.contains(*a) && refused.get(*a).is_none_or(|until| now >= *until)
+                })
                 .map(|(a, s)| (*a, *s))
                 .collect();
             if usable.len() < threshold {

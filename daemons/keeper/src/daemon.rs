@@ -2,6 +2,7 @@
 //! server on worker threads, and the loop that feeds the core and carries out its actions,
 //! until a stop flag is set.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,31 +178,11 @@ pub fn run(
             c.batch_blocks,
             signer.clone(),
         ))?;
-        let threshold = block_on(chain.threshold())?;
-        let mut keepers = std::collections::BTreeSet::new();
-        for k in &config.keepers {
-            if block_on(chain.is_keeper(*k))? {
-                keepers.insert(*k);
-            } else {
-                tracing::warn!(keeper = %k, chain = gate.chain_id, "not an (unfrozen) keeper of this gate: its signatures are not used here");
-            }
-        }
-        tracing::info!(chain = gate.chain_id, gate = %gate.gate, threshold, keepers = keepers.len(), "gate");
-        if !keepers.contains(&me) {
-            tracing::warn!(%me, chain = gate.chain_id, "this key is not a keeper of this gate: relaying only, signing nothing for it");
-        }
-        if keepers.len() < usize::from(threshold) {
-            tracing::warn!(
-                chain = gate.chain_id,
-                threshold,
-                keepers = keepers.len(),
-                "fewer usable keepers than the threshold: nothing can be paid here"
-            );
-        }
+        let (threshold, keepers) = read_gate(&chain, &config.keepers, me)?;
         params.push(ChainParams {
             gate,
             keepers,
-            threshold: threshold.into(),
+            threshold,
             confirmations: c.confirmations,
         });
         chains.push(chain);
@@ -236,6 +217,8 @@ pub fn run(
 
     let driver = Driver {
         chains: [chains[0].clone(), chains[1].clone()],
+        me,
+        configured: &config.keepers,
         store: &store,
         signer,
         peers: Peers::new(&config.peers, Duration::from_millis(config.peer_timeout_ms)),
@@ -247,6 +230,33 @@ pub fn run(
         driver.run(&mut keeper, stop);
     });
     Ok(())
+}
+
+/// The gate's threshold and which configured keepers it lists, unfrozen, now; warns about
+/// what makes this keeper useless there.
+fn read_gate(
+    chain: &Chain,
+    configured: &[Address],
+    me: Address,
+) -> Result<(usize, BTreeSet<Address>), DaemonError> {
+    let id = chain.gate.chain_id;
+    let (threshold, keepers) = block_on(chain.gate_config(configured))?;
+    for k in configured.iter().filter(|k| !keepers.contains(*k)) {
+        tracing::warn!(keeper = %k, chain = id, "not an (unfrozen) keeper of this gate: its signatures are not used here");
+    }
+    tracing::info!(chain = id, gate = %chain.gate.gate, threshold, keepers = keepers.len(), "gate");
+    if !keepers.contains(&me) {
+        tracing::warn!(%me, chain = id, "this key is not a keeper of this gate: relaying only, signing nothing for it");
+    }
+    if keepers.len() < usize::from(threshold) {
+        tracing::warn!(
+            chain = id,
+            threshold,
+            keepers = keepers.len(),
+            "fewer usable keepers than the threshold: nothing can be paid here"
+        );
+    }
+    Ok((threshold.into(), keepers))
 }
 
 /// Feeds the core what the store holds: locks, then paid transfers, then own signatures.
@@ -274,6 +284,9 @@ fn restore(keeper: &mut Keeper, store: &Store<'_>) -> Result<(), StoreError> {
 
 struct Driver<'s, 'e> {
     chains: [Chain; 2],
+    me: Address,
+    /// Every configured keeper, whose standing on each gate is read again when it changes.
+    configured: &'s [Address],
     store: &'s Store<'e>,
     signer: PrivateKeySigner,
     peers: Peers,
@@ -316,6 +329,12 @@ impl Driver<'_, '_> {
             keeper.head(id, batch.head);
             return Ok(false);
         };
+        // Read before the batch is committed: a failed read retries the batch, so the change
+        // is not skipped.
+        if batch.gate_changed {
+            let (threshold, keepers) = read_gate(chain, self.configured, self.me)?;
+            keeper.gate_config(id, threshold, keepers);
+        }
         self.store.commit_batch(id, &batch.locks, &batch.paid, to)?;
         keeper.head(id, batch.head);
         for lock in batch.locks {
@@ -404,6 +423,15 @@ impl Driver<'_, '_> {
                         tracing::warn!(?key, error = %e, "pay failed");
                         if let Some(signer) = e.refused_signer() {
                             keeper.signer_refused(dst.chain_id, signer, now);
+                        }
+                        // Changed since last read (the event is not confirmed yet, say).
+                        if e.gate_config_stale() {
+                            match read_gate(chain, self.configured, self.me) {
+                                Ok((threshold, keepers)) => {
+                                    keeper.gate_config(dst.chain_id, threshold, keepers);
+                                }
+                                Err(e) => tracing::warn!(error = %e, "reading the gate again"),
+                            }
                         }
                         if matches!(block_on(chain.is_paid(src, lock.nonce)), Ok(true)) {
                             self.mark_paid(keeper, key);

@@ -338,3 +338,87 @@ proptest! {
         prop_assert!(now <= 2 * 1000 + 1000, "paid only at {now} ms");
     }
 }
+
+/// The gate's owner raises the threshold, removes a keeper, then removes this keeper: each
+/// change read from the chain takes effect at the next poll, without a restart.
+#[test]
+fn gate_config_changes_take_effect_at_once() {
+    let (signers, _) = keys();
+    let keepers: BTreeSet<Address> = signers.iter().map(|s| s.address()).collect();
+    let me = &signers[0];
+    let mut core = Keeper::new(params(me.address(), &keepers, 0));
+    let lock = |nonce| Lock {
+        src_chain: A.chain_id,
+        nonce,
+        to: Address::repeat_byte(7),
+        amount: U256::from(1000),
+        dst_chain: B.chain_id,
+        block: 10,
+    };
+    fn submitted(actions: &[Action]) -> Option<Vec<Address>> {
+        actions.iter().find_map(|a| match a {
+            Action::Submit { signatures, .. } => Some(signatures.iter().map(|(k, _)| *k).collect()),
+            _ => None,
+        })
+    }
+    // Polls 10 s apart, past any turn (1 s per rank) and resubmit pause (5 s).
+    fn poll(core: &mut Keeper, now: &mut u64) -> Vec<Action> {
+        *now += 10_000;
+        core.poll(*now)
+    }
+    // A keeper whose turn comes later needs a second poll once it is ready.
+    fn submission(core: &mut Keeper, now: &mut u64) -> Option<Vec<Address>> {
+        let first = poll(core, now);
+        submitted(&first).or_else(|| submitted(&poll(core, now)))
+    }
+    let mut now = 1_000_000;
+    core.head(A.chain_id, 20);
+    let first = lock(1);
+    core.locked(first.clone());
+    core.signed(first.key(), &sign(me, &first)).unwrap();
+    core.peer_signature(first.key(), &sign(&signers[1], &first))
+        .unwrap();
+    assert_eq!(submission(&mut core, &mut now).map(|s| s.len()), Some(2));
+
+    // Threshold 3: two signatures no longer suffice; the third is fetched, then used.
+    core.gate_config(B.chain_id, 3, keepers.clone());
+    let actions = poll(&mut core, &mut now);
+    assert!(
+        submitted(&actions).is_none(),
+        "submitted below the threshold"
+    );
+    assert!(actions.iter().any(|a| matches!(a, Action::Fetch { .. })));
+    core.peer_signature(first.key(), &sign(&signers[2], &first))
+        .unwrap();
+    assert_eq!(submission(&mut core, &mut now).map(|s| s.len()), Some(3));
+
+    // Keeper 1 removed, threshold back to 2: its signature, held, is never submitted.
+    let without_1: BTreeSet<Address> = keepers
+        .iter()
+        .copied()
+        .filter(|k| *k != signers[1].address())
+        .collect();
+    core.gate_config(B.chain_id, 2, without_1.clone());
+    let signed_by = submission(&mut core, &mut now).expect("keepers 0 and 2 suffice");
+    assert_eq!(
+        signed_by.into_iter().collect::<BTreeSet<_>>(),
+        without_1,
+        "a removed keeper's signature was submitted"
+    );
+
+    // This keeper removed: a new transfer is no longer signed by it.
+    let others: BTreeSet<Address> = keepers
+        .iter()
+        .copied()
+        .filter(|k| *k != me.address())
+        .collect();
+    core.gate_config(B.chain_id, 2, others);
+    let second = lock(2);
+    core.locked(second);
+    assert!(
+        !poll(&mut core, &mut now)
+            .iter()
+            .any(|a| matches!(a, Action::Sign { .. })),
+        "signed for a gate that no longer lists this keeper"
+    );
+}
