@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::primitives::aliases::U96;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::Filter;
+use alloy::rpc::types::{Filter, TransactionReceipt};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use alloy::transports::http::reqwest::Url;
@@ -28,6 +29,13 @@ use sonm_contracts::{Addresses, DeployConfig, Gate, GateConfig, SNM};
 
 use crate::core::{GateRef, TransferKey};
 use crate::daemon::{self, ChainConfig, Config};
+
+/// Sends `call` and waits for its receipt, which must show success.
+pub async fn confirm<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>) -> TransactionReceipt {
+    let r = call.send().await.unwrap().get_receipt().await.unwrap();
+    assert!(r.status(), "the transaction reverted");
+    r
+}
 
 /// How deep a lock must be before the keepers sign it.
 pub const CONFIRMATIONS: u64 = 3;
@@ -142,24 +150,9 @@ impl TestChain {
         let c = self.addresses.contracts;
         block_on(async {
             let token = SNM::new(c.snm, &p);
-            let r = token
-                .approve(c.gate, U256::from(amount))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status());
-            let r = Gate::new(c.gate, &p)
-                .lock(to, U256::from(amount), U256::from(dst))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status());
+            confirm(token.approve(c.gate, U256::from(amount))).await;
+            let r =
+                confirm(Gate::new(c.gate, &p).lock(to, U256::from(amount), U256::from(dst))).await;
             let nonce = r.decoded_log::<Gate::Locked>().unwrap().data.nonce;
             u64::try_from(nonce).unwrap()
         })
@@ -169,15 +162,7 @@ impl TestChain {
     pub fn fund(&self, to: Address, snm: U256, eth: U256) {
         let p = signing_provider(self.anvil.endpoint().parse().unwrap(), signer(0));
         block_on(async {
-            let r = SNM::new(self.addresses.contracts.snm, &p)
-                .transfer(to, snm)
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            assert!(r.status());
+            confirm(SNM::new(self.addresses.contracts.snm, &p).transfer(to, snm)).await;
             let _: serde_json::Value = p
                 .raw_request("anvil_setBalance".into(), (to, eth))
                 .await

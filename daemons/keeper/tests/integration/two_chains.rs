@@ -17,7 +17,9 @@ use sonm_contracts::Gate;
 use sonm_contracts::deploy::{SNM_WEI, signing_provider};
 use sonm_keeper::core::{GateRef, TransferKey, transfer_digest};
 use sonm_keeper::daemon::ChainConfig;
-use sonm_keeper::testnet::{CONFIRMATIONS, Net, TestChain, WAIT, block_on, signer, wait_for};
+use sonm_keeper::testnet::{
+    CONFIRMATIONS, Net, TestChain, WAIT, block_on, confirm, signer, wait_for,
+};
 
 const AMOUNT: u128 = 5 * SNM_WEI;
 /// Longer than the last keeper's turn (rank 2 × 1.5 s): time for a duplicate pay to show.
@@ -315,18 +317,11 @@ fn a_keeper_frozen_on_chain_signs_nothing_and_the_others_pay() {
     let _k1 = net.start(1, &[]);
     let _k2 = net.start(2, &[]);
     let p = signing_provider(net.sonm.anvil.endpoint().parse().unwrap(), signer(0));
-    let frozen_at = block_on(async {
-        let r = Gate::new(net.sonm.addresses.contracts.gate, &p)
-            .setFrozen(signer(2).address(), true)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status());
-        r.block_number.unwrap()
-    });
+    let frozen_at = block_on(confirm(
+        Gate::new(net.sonm.addresses.contracts.gate, &p).setFrozen(signer(2).address(), true),
+    ))
+    .block_number
+    .unwrap();
     // Well past the event's confirmation (keepers poll every 100 ms) before the lock, so that
     // keeper 2 knows it is frozen before it could sign.
     wait_for("the freeze to be deep", || {
@@ -369,17 +364,9 @@ fn a_threshold_raised_on_chain_is_followed_without_a_restart() {
     let amount = U256::from(AMOUNT);
     let _keepers = [net.start(1, &[]), net.start(2, &[]), net.start(3, &[])];
     let p = signing_provider(net.sonm.anvil.endpoint().parse().unwrap(), signer(0));
-    block_on(async {
-        let r = Gate::new(net.sonm.addresses.contracts.gate, &p)
-            .setThreshold(3)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status());
-    });
+    block_on(confirm(
+        Gate::new(net.sonm.addresses.contracts.gate, &p).setThreshold(3),
+    ));
 
     let nonce = net.main.lock(to, AMOUNT, net.sonm.id());
     wait_for("the payment", || {
