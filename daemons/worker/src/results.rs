@@ -119,6 +119,10 @@ impl Results {
         let kept = outputs.and_then(|outputs| {
             std::fs::write(dest.join("stdout"), stdout)?;
             std::fs::write(dest.join("stderr"), stderr)?;
+            // On disk before the store records it: a record never outlives its bytes in a
+            // power loss (they would be refused as corrupt, but the result would be lost).
+            sync_tree(&dest)?;
+            sync_path(&self.dir)?;
             Ok(StoredResult {
                 task,
                 deal,
@@ -327,6 +331,38 @@ impl Results {
         buf.drain(..(offset - start) as usize);
         Ok(buf)
     }
+}
+
+/// fsync of a file or directory by path, opened read-only without following a symlink.
+fn sync_path(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?
+        .sync_all()
+}
+
+/// fsync of every regular file and directory under `dir`, `dir` included, each directory
+/// after what it holds (so names are durable with what they name). Symlinks and special files
+/// are left alone: never followed, never opened (a FIFO would block the open). Iterative: a
+/// job may nest directories as deep as the path length allows.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut next = 0;
+    while let Some(d) = dirs.get(next).cloned() {
+        next += 1;
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                dirs.push(e.path());
+            } else if ft.is_file() {
+                sync_path(&e.path())?;
+            }
+        }
+    }
+    // Found parents first: the reverse syncs every directory after those inside it.
+    dirs.iter().rev().try_for_each(|d| sync_path(d))
 }
 
 /// `bytes` described as a stored file named `name`.
@@ -544,6 +580,35 @@ mod tests {
         assert!(results.task_dir(8).is_dir());
         assert!(!results.task_dir(77).exists());
         assert_eq!(store.result(9).unwrap(), None);
+    }
+
+    /// Every file and directory is synced; a FIFO (whose open would block), a symlink to a
+    /// FIFO and a dangling symlink are skipped, not opened or followed.
+    #[test]
+    fn sync_tree_syncs_files_and_dirs_and_opens_nothing_special() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), b"x").unwrap();
+        std::fs::write(dir.path().join("g"), b"y").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("a/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a/fifo"), dir.path().join("to-fifo")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("a/b/dangling")).unwrap();
+        // On a thread, so that a blocking open fails the test instead of hanging it.
+        let root = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(sync_tree(&root).map_err(|e| e.to_string())));
+        let done = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(done, Ok(Ok(())), "sync_tree blocked or failed");
+        // A missing directory is an error, not a silent success.
+        assert!(sync_tree(&dir.path().join("missing")).is_err());
     }
 
     #[test]
