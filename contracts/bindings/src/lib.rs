@@ -30,7 +30,10 @@ pub use deals::{DealEnd, DealFollower, DealLogError, DealSnapshot};
 pub use deploy::{DeployConfig, DeployError, GateConfig, KeyError, deploy, load_signer};
 pub use logs::{LOG_WINDOW, QueryWindowed};
 pub use rpc::{Failover, FailoverOptions, RpcError, RpcUrls};
-pub use signed::{SignError, market_domain, sign_order, signed_order_digest};
+pub use signed::{
+    HALF_N, SignError, SignatureError, market_domain, recover_signature, recover_signed_order,
+    sign_order, signed_order_digest, signed_ref,
+};
 pub use tx::{Refusal, TxError, TxOptions, TxSender};
 
 /// The generated bindings, one module per contract (`Market::placeOrderCall`,

@@ -3,26 +3,33 @@
 //! transaction, so queries never wait for the indexer). The OpenAPI document is
 //! served at [`OPENAPI_PATH`]; Prometheus metrics at `/metrics`.
 //!
-//! Routing and parsing are in [`Api::handle`], free of sockets, so tests can call it
-//! directly as well as over HTTP.
+//! Everything is `GET` but one route: `POST /v1/signed-orders` (the signed-order book, see
+//! [`crate::signed`]), the only request whose body is read, bounded by [`MAX_BODY`].
+//!
+//! Routing and parsing are in [`Api::handle`] and [`Api::post`], free of sockets, so tests can
+//! call them directly as well as over HTTP.
 
+use std::io::Read;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use serde::Serialize;
 use sonm_market::{Benchmarks, DealStatus, IdentityLevel, NetFlags, OrderType};
 
 use crate::follower::{Metrics, SharedBook};
-use crate::index::OrderStatus;
+use crate::index::{OrderStatus, SignedOrderRow};
 use sonm_http_query::Params;
 
 use crate::query::{self, OrderQuery, QueryError};
-use crate::storage::{Role, Storage};
+use crate::signed::{self, MAX_BODY, Refusal, SignedPolicy};
+use crate::storage::{Posted, Role, Storage};
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
+/// The signed-order book: `POST` to publish, `GET` to list.
+pub const SIGNED_ORDERS_PATH: &str = "/v1/signed-orders";
 
 /// An answer: status, content type, body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +58,15 @@ impl Answer {
             body: serde_json::json!({ "error": message }).to_string(),
         }
     }
+
+    /// A refused post: the error's message and a stable `reason`.
+    fn refusal(r: &Refusal) -> Answer {
+        Answer {
+            status: r.status(),
+            content_type: "application/json",
+            body: serde_json::json!({ "error": r.to_string(), "reason": r.reason() }).to_string(),
+        }
+    }
 }
 
 /// The API over a store.
@@ -59,6 +75,8 @@ pub struct Api<'s, 'e> {
     pub storage: &'s Storage<'e>,
     pub book: &'s SharedBook,
     pub metrics: &'s Metrics,
+    /// What the signed-order book accepts.
+    pub signed: &'s SignedPolicy,
 }
 
 fn bad(message: impl Into<String>) -> QueryError {
@@ -135,12 +153,65 @@ fn parse_address(segment: &str) -> Result<Address, QueryError> {
         .map_err(|_| bad(format!("bad address {segment:?}")))
 }
 
+fn parse_digest(segment: &str) -> Result<B256, QueryError> {
+    segment
+        .parse::<B256>()
+        .map_err(|_| bad(format!("bad digest {segment:?} (0x and 32 bytes of hex)")))
+}
+
+/// The parameters of an order listing: `type` (required), `status` when `with_status` (placed
+/// orders have one, signed orders do not), the filters, `limit` and `cursor`.
+fn order_query(params: &mut Params, with_status: bool) -> Result<OrderQuery, QueryError> {
+    let order_type = params
+        .take("type", parse_order_type)?
+        .ok_or_else(|| bad("type (bid or ask) is required"))?;
+    let mut q = OrderQuery::new(order_type);
+    if with_status && let Some(st) = params.take("status", parse_order_status)? {
+        q.status = st;
+    }
+    q.author = params.take("author", parse_from_str)?;
+    q.counterparty = params.take("counterparty", parse_from_str)?;
+    q.price_min = params.take("price_min", parse_from_str)?;
+    q.price_max = params.take("price_max", parse_from_str)?;
+    q.duration_min = params.take("duration_min", parse_from_str)?;
+    q.duration_max = params.take("duration_max", parse_from_str)?;
+    q.netflags = params.take("netflags", parse_from_str::<NetFlags>)?;
+    q.identity_level = params.take("identity_level", parse_level)?;
+    q.benchmarks = params.take("benchmarks", parse_from_str::<Benchmarks>)?;
+    if let Some(l) = params.take("limit", parse_from_str)? {
+        q.limit = l;
+    }
+    q.cursor = params.take("cursor", |c| Ok(c.to_owned()))?;
+    Ok(q)
+}
+
+/// A post's body, at most [`MAX_BODY`] bytes: a larger declared length is refused before a
+/// byte is read, a longer body (chunked) after `MAX_BODY + 1` bytes.
+fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, Refusal> {
+    if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        return Err(Refusal::TooLarge(MAX_BODY));
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Refusal::Body(e.to_string()))?;
+    if body.len() > MAX_BODY {
+        return Err(Refusal::TooLarge(MAX_BODY));
+    }
+    Ok(body)
+}
+
 impl Api<'_, '_> {
     /// Answers one request.
     pub fn handle(&self, method: &str, url: &str) -> Answer {
         let start = Instant::now();
         let answer = if method != "GET" {
-            Answer::error(405, "only GET is served")
+            Answer::error(
+                405,
+                &format!("only GET is served (and POST at {SIGNED_ORDERS_PATH})"),
+            )
         } else {
             match self.route(url) {
                 Ok(a) => a,
@@ -158,6 +229,56 @@ impl Api<'_, '_> {
         self.metrics
             .observe_query(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
         answer
+    }
+
+    /// Answers a `POST` with its body (read by the caller, see [`MAX_BODY`]). Only
+    /// [`SIGNED_ORDERS_PATH`] takes one: 201 with the digest when the order is added to the
+    /// book, 200 when the book had it, 4xx with `{error, reason}` when it is refused.
+    pub fn post(&self, url: &str, body: &[u8]) -> Answer {
+        let start = Instant::now();
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let answer = if path != SIGNED_ORDERS_PATH {
+            Answer::error(
+                405,
+                &format!("only GET is served at {path} (POST only at {SIGNED_ORDERS_PATH})"),
+            )
+        } else if !query.is_empty() {
+            self.metrics.bad_queries.fetch_add(1, Ordering::Relaxed);
+            Answer::error(400, "a post takes no query parameters")
+        } else {
+            self.posted(signed::accept(
+                self.storage,
+                self.signed,
+                body,
+                signed::unix_now(),
+            ))
+        };
+        self.metrics
+            .observe_query(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        answer
+    }
+
+    /// The answer to a post, accepted or refused.
+    fn posted(&self, result: Result<(Posted, SignedOrderRow), Refusal>) -> Answer {
+        match result {
+            Ok((posted, row)) => {
+                self.metrics.signed_accepted.fetch_add(1, Ordering::Relaxed);
+                let status = match posted {
+                    Posted::Created => 201,
+                    Posted::Known => 200,
+                };
+                Answer::json(status, &serde_json::json!({ "digest": row.digest }))
+            }
+            Err(r) => {
+                self.metrics.signed_refused.fetch_add(1, Ordering::Relaxed);
+                if r.status() >= 500 {
+                    tracing::error!(error = %r, "storing a signed order failed");
+                } else {
+                    tracing::debug!(error = %r, reason = r.reason(), "signed order refused");
+                }
+                Answer::refusal(&r)
+            }
+        }
     }
 
     fn route(&self, url: &str) -> Result<Answer, QueryError> {
@@ -181,28 +302,26 @@ impl Api<'_, '_> {
         let answer = match segments.as_slice() {
             ["v1", "status"] => Answer::json(200, &s.checkpoint_in(&txn)?),
             ["v1", "orders"] => {
-                let order_type = params
-                    .take("type", parse_order_type)?
-                    .ok_or_else(|| bad("type (bid or ask) is required"))?;
-                let mut q = OrderQuery::new(order_type);
-                if let Some(st) = params.take("status", parse_order_status)? {
-                    q.status = st;
-                }
-                q.author = params.take("author", parse_from_str)?;
-                q.counterparty = params.take("counterparty", parse_from_str)?;
-                q.price_min = params.take("price_min", parse_from_str)?;
-                q.price_max = params.take("price_max", parse_from_str)?;
-                q.duration_min = params.take("duration_min", parse_from_str)?;
-                q.duration_max = params.take("duration_max", parse_from_str)?;
-                q.netflags = params.take("netflags", parse_from_str::<NetFlags>)?;
-                q.identity_level = params.take("identity_level", parse_level)?;
-                q.benchmarks = params.take("benchmarks", parse_from_str::<Benchmarks>)?;
-                if let Some(l) = params.take("limit", parse_from_str)? {
-                    q.limit = l;
-                }
-                q.cursor = params.take("cursor", |c| Ok(c.to_owned()))?;
+                let q = order_query(&mut params, true)?;
                 params.finish()?;
                 Answer::json(200, &query::orders(s, &txn, &q)?)
+            }
+            ["v1", "signed-orders"] => {
+                let q = order_query(&mut params, false)?;
+                params.finish()?;
+                let page = query::signed_orders(s, &txn, &q, signed::unix_now())?;
+                Answer::json(200, &page)
+            }
+            ["v1", "signed-orders", digest] => {
+                let digest = parse_digest(digest)?;
+                params.finish()?;
+                let row = s
+                    .signed_order(&txn, digest)?
+                    .filter(|r| r.live(signed::unix_now()))
+                    .ok_or_else(|| {
+                        QueryError::NotFound(format!("signed order {digest} is not in the book"))
+                    })?;
+                Answer::json(200, &row)
             }
             ["v1", "orders", id] => {
                 let id = parse_id(id, "order")?;
@@ -327,8 +446,21 @@ impl Api<'_, '_> {
         });
     }
 
-    fn respond(&self, request: tiny_http::Request) {
-        let answer = self.handle(request.method().as_str(), request.url());
+    fn respond(&self, mut request: tiny_http::Request) {
+        let is_post = *request.method() == tiny_http::Method::Post;
+        let takes_body = is_post && request.url().split('?').next() == Some(SIGNED_ORDERS_PATH);
+        // Only the one route that takes a body reads it; every other request is answered
+        // from its method and URL alone, as before.
+        let answer = if takes_body {
+            match read_body(&mut request) {
+                Ok(body) => self.post(request.url(), &body),
+                Err(r) => self.posted(Err(r)),
+            }
+        } else if is_post {
+            self.post(request.url(), &[])
+        } else {
+            self.handle(request.method().as_str(), request.url())
+        };
         let header =
             tiny_http::Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
         let mut response =
@@ -350,6 +482,47 @@ pub fn openapi() -> serde_json::Value {
                 "description": description, "schema": { "type": "string" } })
     };
     let path_param = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } });
+    // The listings of placed and of signed orders take the same filters; placed ones a status.
+    let order_params = |with_status: bool| {
+        let mut params = vec![param("type", "bid or ask", true)];
+        if with_status {
+            params.push(param(
+                "status",
+                "active (default), cancelled or matched",
+                false,
+            ));
+        }
+        params.extend([
+            param("author", "address", false),
+            param(
+                "counterparty",
+                "orders naming this counterparty or none",
+                false,
+            ),
+            param("price_min", "wei/s, inclusive", false),
+            param("price_max", "wei/s, inclusive", false),
+            param("duration_min", "seconds, inclusive", false),
+            param("duration_max", "seconds, inclusive", false),
+            param(
+                "netflags",
+                "orders covering these: outbound,inbound,public-ip or bits",
+                false,
+            ),
+            param(
+                "identity_level",
+                "orders requiring at most this level",
+                false,
+            ),
+            param(
+                "benchmarks",
+                "orders with every benchmark >= these, e.g. cpu-cores=4,ram-size=8GiB",
+                false,
+            ),
+            param("limit", "1..=1000, default 100", false),
+            param("cursor", "next of the previous page", false),
+        ]);
+        serde_json::Value::Array(params)
+    };
     let ok = |description: &str| {
         json!({
             "200": { "description": description, "content": { "application/json": {} } },
@@ -365,27 +538,39 @@ pub fn openapi() -> serde_json::Value {
             "/v1/status": { "get": { "summary": "The last indexed block and its hash", "responses": ok("checkpoint or null") } },
             "/v1/orders": { "get": {
                 "summary": "Orders of one type, sorted by price (then id), filtered, paginated",
-                "parameters": [
-                    param("type", "bid or ask", true),
-                    param("status", "active (default), cancelled or matched", false),
-                    param("author", "address", false),
-                    param("counterparty", "orders naming this counterparty or none", false),
-                    param("price_min", "wei/s, inclusive", false),
-                    param("price_max", "wei/s, inclusive", false),
-                    param("duration_min", "seconds, inclusive", false),
-                    param("duration_max", "seconds, inclusive", false),
-                    param("netflags", "orders covering these: outbound,inbound,public-ip or bits", false),
-                    param("identity_level", "orders requiring at most this level", false),
-                    param("benchmarks", "orders with every benchmark >= these, e.g. cpu-cores=4,ram-size=8GiB", false),
-                    param("limit", "1..=1000, default 100", false),
-                    param("cursor", "next of the previous page", false)
-                ],
+                "parameters": order_params(true),
                 "responses": ok("a page of orders") } },
             "/v1/orders/{id}": { "get": { "summary": "One order", "parameters": [path_param("id")], "responses": ok("the order") } },
             "/v1/orders/{id}/matches": { "get": {
                 "summary": "The best active orders matching an active order (the market crate's rule and order book)",
                 "parameters": [path_param("id"), param("limit", "1..=1000, default 10", false)],
                 "responses": ok("orders, best first") } },
+            "/v1/signed-orders": {
+                "get": {
+                    "summary": "The signed-order book: live orders signed off chain (not expired, nonce not used or cancelled as far as indexed) of one type, sorted by price (then digest), filtered, paginated. Each item is {order, expiry, nonce, signature, digest}: what openDeal/quickBuy take for it (id 0)",
+                    "parameters": order_params(false),
+                    "responses": ok("a page of signed orders") },
+                "post": {
+                    "summary": "Publishes an order signed off chain by its author (EIP-712 SignedOrder under the Market's domain). Checked: the order is valid with id 0; expiry is in the future and at most the configured TTL (default 7 days) ahead; the signature is 65 bytes r, s, v with v 27/28 and a low s and recovers to the order's author; the nonce is not used or cancelled as far as indexed; the author has fewer live signed orders than the bound (default 256). Body at most 64 KiB",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object",
+                        "required": ["order", "expiry", "nonce", "signature"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "order": { "type": "object", "description": "the order as /v1/orders serves it, id 0" },
+                            "expiry": { "type": "integer", "description": "unix seconds: the last second the chain takes it" },
+                            "nonce": { "type": "string", "description": "decimal or 0x hex, up to 2^256-1" },
+                            "signature": { "type": "string", "description": "0x and 65 bytes r, s, v" }
+                        } } } } },
+                    "responses": {
+                        "201": { "description": "added: {\"digest\": 0x...}", "content": { "application/json": {} } },
+                        "200": { "description": "the book had it already: {\"digest\": 0x...}", "content": { "application/json": {} } },
+                        "400": { "description": "refused: {\"error\": message, \"reason\": bad_json | bad_body | bad_order | expired | expiry_too_far | malformed_signature | high_s_signature | unrecoverable_signature | signer_not_author}" },
+                        "409": { "description": "{\"error\", \"reason\": nonce_used}: the nonce is used or cancelled on chain" },
+                        "413": { "description": "{\"error\", \"reason\": too_large}: the body is over 64 KiB" },
+                        "429": { "description": "{\"error\", \"reason\": author_limit}: the author has the most live signed orders the book keeps" }
+                    } } },
+            "/v1/signed-orders/{digest}": { "get": { "summary": "One live signed order by its EIP-712 digest", "parameters": [path_param("digest")], "responses": ok("the signed order") } },
             "/v1/deals": { "get": {
                 "summary": "Deals of a party, by status then id, paginated",
                 "parameters": [

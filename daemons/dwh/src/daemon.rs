@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::api::Api;
 use crate::follower::{FollowError, Follower, FollowerConfig, Metrics, SharedBook};
+use crate::signed::SignedPolicy;
 use crate::storage::{self, DbError, Storage, StorageError};
 
 /// `sonm-dwh`'s TOML configuration. Relative paths are relative to the working
@@ -48,6 +49,12 @@ pub struct Config {
     pub map_size_mib: usize,
     #[serde(default = "defaults::http_threads")]
     pub http_threads: usize,
+    /// The furthest ahead a signed order's expiry may be, in seconds.
+    #[serde(default = "defaults::signed_order_max_ttl_s")]
+    pub signed_order_max_ttl_s: u64,
+    /// The most live signed orders one author may have in the book.
+    #[serde(default = "defaults::signed_orders_per_author")]
+    pub signed_orders_per_author: usize,
 }
 
 mod defaults {
@@ -71,6 +78,12 @@ mod defaults {
     }
     pub(super) fn http_threads() -> usize {
         4
+    }
+    pub(super) fn signed_order_max_ttl_s() -> u64 {
+        7 * 24 * 3600
+    }
+    pub(super) fn signed_orders_per_author() -> usize {
+        256
     }
 }
 
@@ -173,10 +186,16 @@ pub fn run(
     let bound = server.server_addr().to_ip().unwrap_or(config.listen);
     tracing::info!(%bound, "API listening");
     on_listen(bound);
+    let signed = SignedPolicy::new(
+        addresses,
+        config.signed_order_max_ttl_s,
+        config.signed_orders_per_author,
+    );
     let api = Api {
         storage: &storage,
         book: &book,
         metrics: &metrics,
+        signed: &signed,
     };
     std::thread::scope(|scope| {
         scope.spawn(|| follower.run(stop));

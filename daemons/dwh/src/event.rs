@@ -132,6 +132,20 @@ pub enum ChainEvent {
     GateThresholdSet {
         threshold: u8,
     },
+    /// A signed order (off chain, digest `digest`) taken by deal `deal`: `author`'s `nonce` is
+    /// spent.
+    SignedOrderUsed {
+        digest: B256,
+        author: Address,
+        nonce: U256,
+        deal: DealId,
+    },
+    /// `author` cancelled its signed-order nonces `word * 256 + i` for each bit i of `mask`.
+    NoncesCancelled {
+        author: Address,
+        word: U256,
+        mask: U256,
+    },
 }
 
 /// Why a log from one of our contracts could not be read.
@@ -253,8 +267,17 @@ fn decode_market(topics: &[B256], data: &[u8]) -> Result<Option<ChainEvent>, Dec
             worker: e.worker,
             master: e.master,
         },
-        // Signed orders live off chain; their use shows in DealOpened (ask or bid id 0).
-        E::SignedOrderUsed(_) | E::NoncesCancelled(_) => return Ok(None),
+        E::SignedOrderUsed(e) => ChainEvent::SignedOrderUsed {
+            digest: e.digest,
+            author: e.author,
+            nonce: e.nonce,
+            deal: small("deal id", e.dealId)?,
+        },
+        E::NoncesCancelled(e) => ChainEvent::NoncesCancelled {
+            author: e.author,
+            word: e.word,
+            mask: e.mask,
+        },
     }))
 }
 

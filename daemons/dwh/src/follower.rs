@@ -164,6 +164,11 @@ pub struct Metrics {
     /// Queries per latency bucket ([`QUERY_BUCKETS_MICROS`], then +Inf), not cumulative.
     pub query_buckets: [AtomicU64; QUERY_BUCKETS_MICROS.len() + 1],
     pub bad_queries: AtomicU64,
+    /// Posts to the signed-order book accepted (new or known) and refused.
+    pub signed_accepted: AtomicU64,
+    pub signed_refused: AtomicU64,
+    /// Signed orders deleted because they expired.
+    pub signed_expired: AtomicU64,
 }
 
 /// Upper bounds of the query-latency histogram's buckets, in microseconds: the p50 goal
@@ -215,7 +220,10 @@ impl Metrics {
              # TYPE sonm_dwh_reorgs_total counter\nsonm_dwh_reorgs_total {}\n\
              # TYPE sonm_dwh_queries_total counter\nsonm_dwh_queries_total {}\n\
              # TYPE sonm_dwh_bad_queries_total counter\nsonm_dwh_bad_queries_total {}\n\
-             # TYPE sonm_dwh_query_seconds_total counter\nsonm_dwh_query_seconds_total {}\n{}",
+             # TYPE sonm_dwh_query_seconds_total counter\nsonm_dwh_query_seconds_total {}\n\
+             # TYPE sonm_dwh_signed_orders_accepted_total counter\nsonm_dwh_signed_orders_accepted_total {}\n\
+             # TYPE sonm_dwh_signed_orders_refused_total counter\nsonm_dwh_signed_orders_refused_total {}\n\
+             # TYPE sonm_dwh_signed_orders_expired_total counter\nsonm_dwh_signed_orders_expired_total {}\n{}",
             head.saturating_sub(cp),
             g(&self.events),
             g(&self.rpc_errors),
@@ -223,6 +231,9 @@ impl Metrics {
             g(&self.queries),
             g(&self.bad_queries),
             g(&self.query_micros) as f64 / 1e6,
+            g(&self.signed_accepted),
+            g(&self.signed_refused),
+            g(&self.signed_expired),
             self.render_query_histogram(),
         )
     }
@@ -450,13 +461,30 @@ impl<'s, 'e> Follower<'s, 'e> {
         })
     }
 
+    /// Deletes the signed orders that expired (by the clock: they are not chain state). Runs
+    /// whatever the chain does, so that a stalled endpoint does not leave them piling up.
+    fn purge_expired(&self) {
+        match self.storage.purge_expired_signed(crate::signed::unix_now()) {
+            Ok(0) => {}
+            Ok(n) => {
+                self.metrics
+                    .signed_expired
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                tracing::debug!(purged = n, "expired signed orders deleted");
+            }
+            Err(e) => tracing::error!(error = %e, "purging expired signed orders failed"),
+        }
+    }
+
     /// Steps until `stop` is set: batches back to back while behind, a poll interval
     /// when caught up, and on endpoint errors the next endpoint (after a pause that
     /// grows while every endpoint keeps failing). Other errors (storage, decoding)
-    /// are logged and retried after the longest pause.
+    /// are logged and retried after the longest pause. Expired signed orders are
+    /// purged before each step.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut failures: u32 = 0;
         while !stop.load(Ordering::Relaxed) {
+            self.purge_expired();
             let result = smol::block_on(async_compat::Compat::new(self.step()));
             let pause = match result {
                 Ok(Step::Indexed { from, to, events }) => {

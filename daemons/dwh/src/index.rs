@@ -170,6 +170,36 @@ pub struct KeeperRow {
     pub frozen: bool,
 }
 
+/// An order signed off chain by its author, as posted to the DWH's signed-order book and
+/// served to buyers: everything `openDeal`/`quickBuy` take for it (`sonm_contracts::signed_ref`)
+/// and its EIP-712 digest. Posted through the API, never by a block; a block that uses or
+/// cancels its nonce deletes it (through the undo log, so a reorg brings it back).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedOrderRow {
+    /// The order (id 0: it is never placed).
+    pub order: Order,
+    /// The last unix second at which the chain takes it.
+    pub expiry: u64,
+    pub nonce: U256,
+    /// 65 bytes r, s, v (low s, v 27 or 28).
+    pub signature: Bytes,
+    pub digest: B256,
+}
+
+impl SignedOrderRow {
+    /// Whether a buyer can still use it: a transaction sent now lands in a later block, so an
+    /// order whose last second is now is no longer offered.
+    pub fn live(&self, now: u64) -> bool {
+        self.expiry > now
+    }
+}
+
+/// The Market's nonce bitmap coordinates of a signed-order nonce: its word (`nonce >> 8`) and
+/// its bit in that word (`1 << (nonce & 255)`).
+pub fn nonce_bit(nonce: U256) -> (U256, U256) {
+    (nonce >> 8usize, U256::from(1) << usize::from(nonce.byte(0)))
+}
+
 /// A primary record's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Key {
@@ -188,6 +218,10 @@ pub enum Key {
     GatePayment(B256),
     GateKeeper(Address),
     GateThreshold,
+    /// A signed order by its EIP-712 digest.
+    SignedOrder(B256),
+    /// (author, word): the author's used or cancelled signed-order nonces `word * 256 + i`.
+    NonceWord(Address, U256),
 }
 
 /// A primary record. Secondary indexes are derived from these by the store.
@@ -204,6 +238,9 @@ pub enum Record {
     Transfer(TransferRow),
     GateKeeper(KeeperRow),
     GateThreshold(u8),
+    SignedOrder(SignedOrderRow),
+    /// Bit i set: nonce `word * 256 + i` is used or cancelled (absent: none of the word).
+    NonceBits(U256),
 }
 
 /// Key/value storage of primary records. `put(key, None)` deletes. A store keeps
@@ -212,6 +249,14 @@ pub trait Store {
     type Error: std::error::Error + Send + Sync + 'static;
     fn get(&mut self, key: &Key) -> Result<Option<Record>, Self::Error>;
     fn put(&mut self, key: &Key, value: Option<&Record>) -> Result<(), Self::Error>;
+    /// The signed orders of `author` whose nonce lies in `word` (`nonce >> 8 == word`): each
+    /// nonce's low byte (its bit in the word) and the order's digest. The one lookup besides
+    /// `get`: a used or cancelled nonce must find the signed orders it ends.
+    fn signed_orders_in_word(
+        &mut self,
+        author: Address,
+        word: U256,
+    ) -> Result<Vec<(u8, B256)>, Self::Error>;
 }
 
 /// One block's events in log order, with its hash.
@@ -247,6 +292,12 @@ pub enum ApplyError<E: std::error::Error + 'static> {
     },
     #[error("block {block}: order {id} placed twice")]
     Duplicate { block: u64, id: OrderId },
+    #[error("block {block}: signed-order nonce {nonce} of {author} used, but it was spent before")]
+    NonceSpent {
+        block: u64,
+        author: Address,
+        nonce: U256,
+    },
 }
 
 /// A store wrapper that records what each write replaced and how the order book
@@ -635,7 +686,52 @@ fn apply_event<S: Store>(
         ChainEvent::GateThresholdSet { threshold } => {
             t.put(Key::GateThreshold, Some(Record::GateThreshold(*threshold)))
         }
+        ChainEvent::SignedOrderUsed { author, nonce, .. } => {
+            let (word, bit) = nonce_bit(*nonce);
+            if !spend_nonces(t, *author, word, bit)? {
+                // The Market takes a nonce once: a second use contradicts the history.
+                return Err(ApplyError::NonceSpent {
+                    block,
+                    author: *author,
+                    nonce: *nonce,
+                });
+            }
+            Ok(())
+        }
+        ChainEvent::NoncesCancelled { author, word, mask } => {
+            // Cancelling a spent nonce again is allowed on chain (the bits are OR-ed).
+            spend_nonces(t, *author, *word, *mask).map(|_| ())
+        }
     }
+}
+
+/// Marks `author`'s nonces `word * 256 + i` for each bit i of `mask` as spent and deletes the
+/// signed orders that carry one of them (every order of that nonce, whatever its digest: the
+/// chain takes none of them any more). Returns whether every bit of `mask` was new.
+fn spend_nonces<S: Store>(
+    t: &mut Tracked<'_, S>,
+    author: Address,
+    word: U256,
+    mask: U256,
+) -> Result<bool, ApplyError<S::Error>> {
+    let key = Key::NonceWord(author, word);
+    let old = match t.get(&key)? {
+        Some(Record::NonceBits(bits)) => bits,
+        _ => U256::ZERO,
+    };
+    if old | mask != old {
+        t.put(key, Some(Record::NonceBits(old | mask)))?;
+    }
+    let spent = t
+        .store
+        .signed_orders_in_word(author, word)
+        .map_err(ApplyError::Store)?;
+    for (low, digest) in spent {
+        if mask.bit(usize::from(low)) {
+            t.put(Key::SignedOrder(digest), None)?;
+        }
+    }
+    Ok(old & mask == U256::ZERO)
 }
 
 /// A [`Store`] in memory, for tests and tools. No secondary indexes.
@@ -655,5 +751,24 @@ impl Store for MemStore {
             None => self.records.remove(key),
         };
         Ok(())
+    }
+    fn signed_orders_in_word(
+        &mut self,
+        author: Address,
+        word: U256,
+    ) -> Result<Vec<(u8, B256)>, Self::Error> {
+        // A scan: the test store has no secondary indexes.
+        Ok(self
+            .records
+            .values()
+            .filter_map(|r| match r {
+                Record::SignedOrder(row)
+                    if row.order.author == author && nonce_bit(row.nonce).0 == word =>
+                {
+                    Some((row.nonce.byte(0), row.digest))
+                }
+                _ => None,
+            })
+            .collect())
     }
 }

@@ -7,17 +7,18 @@ use alloy::primitives::{Address, hex};
 use heed::RoTxn;
 use serde::Serialize;
 use sonm_market::{
-    Benchmarks, DealId, DealStatus, IdentityLevel, MatchContext, NetFlags, OrderType,
+    Benchmarks, DealId, DealStatus, IdentityLevel, MatchContext, NetFlags, Order, OrderType,
 };
 use thiserror::Error;
 
 use crate::follower::SharedBook;
 use crate::index::{
     BillRow, CertificateRow, ChangeRequestRow, DealRow, KeeperRow, Key, OrderRow, OrderStatus,
-    Record, TransferRow,
+    Record, SignedOrderRow, TransferRow,
 };
 use crate::storage::{
-    DbError, Index, Role, Storage, deal_party_prefix, order_author_prefix, order_market_prefix,
+    DbError, Index, Role, Storage, deal_party_prefix, digest_of, order_author_prefix,
+    order_market_prefix, signed_author_prefix, signed_market_prefix,
 };
 
 /// The most results a page may ask for.
@@ -92,9 +93,12 @@ impl OrderQuery {
 
     /// True when `row` passes the filters that the index does not apply.
     pub fn accepts(&self, row: &OrderRow) -> bool {
-        let o = &row.order;
+        row.status == self.status && self.accepts_order(&row.order)
+    }
+
+    /// True when `o` passes every filter but the status (which signed orders do not have).
+    pub fn accepts_order(&self, o: &Order) -> bool {
         o.order_type == self.order_type
-            && row.status == self.status
             && self.author.is_none_or(|a| o.author == a)
             && self
                 .counterparty
@@ -203,12 +207,7 @@ enum Walk<T> {
     Stop,
 }
 
-/// Orders by type and status (or author), sorted by price then id, filtered.
-pub fn orders(
-    storage: &Storage<'_>,
-    txn: &RoTxn<'_>,
-    q: &OrderQuery,
-) -> Result<Page<OrderRow>, QueryError> {
+fn check_price_range(q: &OrderQuery) -> Result<(), QueryError> {
     if let (Some(lo), Some(hi)) = (q.price_min, q.price_max)
         && lo > hi
     {
@@ -216,6 +215,16 @@ pub fn orders(
             "price_min is above price_max".into(),
         ));
     }
+    Ok(())
+}
+
+/// Orders by type and status (or author), sorted by price then id, filtered.
+pub fn orders(
+    storage: &Storage<'_>,
+    txn: &RoTxn<'_>,
+    q: &OrderQuery,
+) -> Result<Page<OrderRow>, QueryError> {
+    check_price_range(q)?;
     let (index, prefix) = match q.author {
         Some(a) => (
             Index::OrdersByAuthor,
@@ -226,11 +235,7 @@ pub fn orders(
             order_market_prefix(q.order_type, q.status),
         ),
     };
-    let lower = q.price_min.map(|p| {
-        let mut k = prefix.clone();
-        k.extend(p.to_be_bytes());
-        k
-    });
+    let lower = price_floor(&prefix, q.price_min);
     let scan = Scan {
         index,
         prefix: &prefix,
@@ -247,6 +252,53 @@ pub fn orders(
         let id = id_of(key)?;
         Ok(match storage.order(txn, id)? {
             Some(row) if q.accepts(&row) => Walk::Take(row),
+            _ => Walk::Skip,
+        })
+    })
+}
+
+/// Where a walk of a price index from `price_min` starts: the prefix and the price.
+fn price_floor(prefix: &[u8], price_min: Option<u128>) -> Option<Vec<u8>> {
+    price_min.map(|p| [prefix, &p.to_be_bytes()].concat())
+}
+
+/// Live signed orders of one side (or one author's), sorted by price then digest, with the
+/// filters of [`orders`] (the status aside: a signed order in the book is usable until it
+/// expires or its nonce is spent, and then it is gone). Orders no longer live at `now` are
+/// never returned, even before they are purged.
+pub fn signed_orders(
+    storage: &Storage<'_>,
+    txn: &RoTxn<'_>,
+    q: &OrderQuery,
+    now: u64,
+) -> Result<Page<SignedOrderRow>, QueryError> {
+    check_price_range(q)?;
+    let (index, prefix) = match q.author {
+        Some(a) => (Index::SignedByAuthor, signed_author_prefix(a, q.order_type)),
+        None => (Index::SignedByMarket, signed_market_prefix(q.order_type)),
+    };
+    let lower = price_floor(&prefix, q.price_min);
+    let scan = Scan {
+        index,
+        prefix: &prefix,
+        lower: lower.as_deref(),
+        cursor: q.cursor.as_deref(),
+        limit: q.limit,
+    };
+    walk(storage, txn, scan, |key| {
+        // prefix, price (16), digest (32)
+        let price = key
+            .len()
+            .checked_sub(48)
+            .and_then(|at| key[at..at + 16].try_into().ok())
+            .map(u128::from_be_bytes);
+        if let (Some(max), Some(price)) = (q.price_max, price)
+            && price > max
+        {
+            return Ok(Walk::Stop);
+        }
+        Ok(match storage.signed_order(txn, digest_of(key)?)? {
+            Some(row) if row.live(now) && q.accepts_order(&row.order) => Walk::Take(row),
             _ => Walk::Skip,
         })
     })

@@ -11,17 +11,23 @@
 //! | `orders_by_author` | author, type, status, price, id | – |
 //! | `deals` | id | [`DealRow`] |
 //! | `deals_by_party` | role, address, status, id | – |
-//! | `bills` | deal, seq (4 B) | [`BillRow`] |
+//! | `bills` | deal, seq (4 B) | [`BillRow`](crate::index::BillRow) |
 //! | `changes` / `changes_by_deal` | id / deal, id | [`ChangeRequestRow`] / – |
-//! | `workers` | worker | [`WorkerRow`] |
+//! | `workers` | worker | [`WorkerRow`](crate::index::WorkerRow) |
 //! | `blacklist` | owner, listed | – |
 //! | `levels` | address | identity level |
 //! | `certificates` / `certs_by_subject` | id / subject, id | [`CertificateRow`] / – |
 //! | `gate_locks` / `gate_payments` | nonce / transfer id | [`TransferRow`] |
 //! | `transfers_by_party` | address, kind (1 lock, 2 payment), nonce or transfer id | – |
 //! | `profiles_by_level` | level, address | – |
-//! | `gate_keepers` | keeper | [`KeeperRow`] (the threshold: `meta`, key `gate_threshold`) |
+//! | `gate_keepers` | keeper | [`KeeperRow`](crate::index::KeeperRow) (the threshold: `meta`, key `gate_threshold`) |
 //! | `profiles_by_country` | country (2 B, upper case), subject, certificate id | – |
+//! | `signed_orders` | digest | [`SignedOrderRow`] (posted through the API, not by blocks) |
+//! | `signed_by_market` | type, price (16 B), digest | – |
+//! | `signed_by_author` | author, type, price, digest | – |
+//! | `signed_by_nonce` | author, nonce (32 B), digest | – |
+//! | `signed_by_expiry` | expiry (8 B), digest | – |
+//! | `nonces` | author, word (32 B) | the word's used or cancelled nonce bits (U256) |
 //! | `blocks` | number | hash (blocks with events and batch ends, the last N) |
 //! | `undo` | number | the block's [`Undo`] |
 //! | `meta` | `checkpoint` | number, hash |
@@ -29,7 +35,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
@@ -38,7 +44,7 @@ use thiserror::Error;
 
 use crate::index::{
     self, ApplyError, BlockEvents, BookChange, CertificateRow, ChangeRequestRow, DealRow, Key,
-    OrderRow, OrderStatus, Record, Store, TransferRow, Undo,
+    OrderRow, OrderStatus, Record, SignedOrderRow, Store, TransferRow, Undo, nonce_bit,
 };
 
 /// The environment type the DWH uses: read transactions are not tied to a thread,
@@ -79,6 +85,33 @@ impl From<heed::Error> for StorageError {
     }
 }
 
+/// Why a signed order was not added to the book (the checks that need the store; those that
+/// need only the order are in [`crate::signed`]).
+#[derive(Debug, Error)]
+pub enum PostError {
+    #[error("nonce {nonce} of {author} is used or cancelled on chain")]
+    NonceSpent { author: Address, nonce: U256 },
+    #[error("{author} has {limit} live signed orders, the most the book keeps per author")]
+    AuthorLimit { author: Address, limit: usize },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<heed::Error> for PostError {
+    fn from(e: heed::Error) -> Self {
+        PostError::Db(DbError::Lmdb(e))
+    }
+}
+
+/// What a post did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Posted {
+    /// Added to the book.
+    Created,
+    /// The book has it already (the same digest): nothing changed.
+    Known,
+}
+
 /// The last block indexed and its hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -86,7 +119,7 @@ pub struct Checkpoint {
     pub hash: B256,
 }
 
-const MAX_DBS: u32 = 32;
+const MAX_DBS: u32 = 40;
 
 /// Opens (creating the directory) the LMDB environment of a data directory.
 /// `map_size` is the most the file may grow to, in bytes.
@@ -129,6 +162,12 @@ struct Dbs<'e> {
     profiles_by_level: Db<'e>,
     profiles_by_country: Db<'e>,
     gate_keepers: Db<'e>,
+    signed_orders: Db<'e>,
+    signed_by_market: Db<'e>,
+    signed_by_author: Db<'e>,
+    signed_by_nonce: Db<'e>,
+    signed_by_expiry: Db<'e>,
+    nonces: Db<'e>,
     blocks: Db<'e>,
     undo: Db<'e>,
     meta: Db<'e>,
@@ -157,6 +196,12 @@ impl<'e> heed::OnCommit for Dbs<'e> {
             profiles_by_level: self.profiles_by_level.on_commit(token),
             profiles_by_country: self.profiles_by_country.on_commit(token),
             gate_keepers: self.gate_keepers.on_commit(token),
+            signed_orders: self.signed_orders.on_commit(token),
+            signed_by_market: self.signed_by_market.on_commit(token),
+            signed_by_author: self.signed_by_author.on_commit(token),
+            signed_by_nonce: self.signed_by_nonce.on_commit(token),
+            signed_by_expiry: self.signed_by_expiry.on_commit(token),
+            nonces: self.nonces.on_commit(token),
             blocks: self.blocks.on_commit(token),
             undo: self.undo.on_commit(token),
             meta: self.meta.on_commit(token),
@@ -213,6 +258,59 @@ fn order_tail(row: &OrderRow) -> Vec<u8> {
     let mut k = row.order.price.to_be_bytes().to_vec();
     k.extend(row.order.id.to_be_bytes());
     k
+}
+
+/// The `signed_by_market` prefix of one side of the signed-order book.
+pub fn signed_market_prefix(order_type: OrderType) -> Vec<u8> {
+    vec![order_type.code()]
+}
+
+/// The `signed_by_author` prefix of an author's signed orders of one side.
+pub fn signed_author_prefix(author: Address, order_type: OrderType) -> Vec<u8> {
+    let mut k = author.to_vec();
+    k.push(order_type.code());
+    k
+}
+
+/// The `signed_by_nonce` prefix of an author's nonces in `word` (`None` for a word no nonce
+/// reaches: nonces are 256 bits, so words are below 2^248).
+fn signed_nonce_prefix(author: Address, word: U256) -> Option<Vec<u8>> {
+    let bytes = word.to_be_bytes::<32>();
+    // The nonce's 32 big-endian bytes are the word's low 31 bytes, then the bit's index.
+    (bytes[0] == 0).then(|| {
+        let mut k = author.to_vec();
+        k.extend(&bytes[1..]);
+        k
+    })
+}
+
+fn signed_index_entries<'e>(dbs: &Dbs<'e>, row: &SignedOrderRow) -> Vec<(Db<'e>, Vec<u8>)> {
+    let o = &row.order;
+    let mut tail = o.price.to_be_bytes().to_vec();
+    tail.extend(row.digest.as_slice());
+    let mut market = signed_market_prefix(o.order_type);
+    market.extend(&tail);
+    let mut by_author = signed_author_prefix(o.author, o.order_type);
+    by_author.extend(&tail);
+    let mut by_nonce = o.author.to_vec();
+    by_nonce.extend(row.nonce.to_be_bytes::<32>());
+    by_nonce.extend(row.digest.as_slice());
+    let mut by_expiry = row.expiry.to_be_bytes().to_vec();
+    by_expiry.extend(row.digest.as_slice());
+    vec![
+        (dbs.signed_by_market, market),
+        (dbs.signed_by_author, by_author),
+        (dbs.signed_by_nonce, by_nonce),
+        (dbs.signed_by_expiry, by_expiry),
+    ]
+}
+
+/// The digest at the end of a signed-order index key.
+pub fn digest_of(key: &[u8]) -> Result<B256, DbError> {
+    key.len()
+        .checked_sub(32)
+        .map(|at| B256::from_slice(&key[at..]))
+        .ok_or_else(|| DbError::Corrupt("a signed-order index key shorter than a digest".into()))
 }
 
 fn deal_party_keys(row: &DealRow) -> Vec<Vec<u8>> {
@@ -279,6 +377,12 @@ fn locate<'e>(dbs: &Dbs<'e>, key: &Key) -> (Db<'e>, Vec<u8>) {
         Key::GatePayment(id) => (dbs.gate_payments, id.to_vec()),
         Key::GateKeeper(a) => (dbs.gate_keepers, a.to_vec()),
         Key::GateThreshold => (dbs.meta, GATE_THRESHOLD.to_vec()),
+        Key::SignedOrder(digest) => (dbs.signed_orders, digest.to_vec()),
+        Key::NonceWord(author, word) => {
+            let mut k = author.to_vec();
+            k.extend(word.to_be_bytes::<32>());
+            (dbs.nonces, k)
+        }
     }
 }
 
@@ -317,6 +421,7 @@ fn index_entries<'e>(dbs: &Dbs<'e>, key: &Key, record: &Record) -> Vec<(Db<'e>, 
             .into_iter()
             .map(|k| (dbs.transfers_by_party, k))
             .collect(),
+        Record::SignedOrder(row) => signed_index_entries(dbs, row),
         _ => Vec::new(),
     }
 }
@@ -397,6 +502,26 @@ impl Store for TxnStore<'_, '_> {
         }
         Ok(())
     }
+
+    fn signed_orders_in_word(
+        &mut self,
+        author: Address,
+        word: U256,
+    ) -> Result<Vec<(u8, B256)>, DbError> {
+        let Some(prefix) = signed_nonce_prefix(author, word) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in self.dbs.signed_by_nonce.prefix_iter(self.txn, &prefix)? {
+            let (k, _) = item?;
+            // author (20), nonce (32: the prefix's 31 and the low byte), digest (32)
+            let low = *k.get(51).ok_or_else(|| {
+                DbError::Corrupt("a signed_by_nonce key shorter than its nonce".into())
+            })?;
+            out.push((low, digest_of(k)?));
+        }
+        Ok(out)
+    }
 }
 
 fn block_key(n: u64) -> [u8; 8] {
@@ -443,6 +568,12 @@ impl<'e> Storage<'e> {
                     profiles_by_level: db("profiles_by_level")?,
                     profiles_by_country: db("profiles_by_country")?,
                     gate_keepers: db("gate_keepers")?,
+                    signed_orders: db("signed_orders")?,
+                    signed_by_market: db("signed_by_market")?,
+                    signed_by_author: db("signed_by_author")?,
+                    signed_by_nonce: db("signed_by_nonce")?,
+                    signed_by_expiry: db("signed_by_expiry")?,
+                    nonces: db("nonces")?,
                     blocks: db("blocks")?,
                     undo: db("undo")?,
                     meta: db("meta")?,
@@ -655,6 +786,8 @@ impl<'e> Storage<'e> {
             Index::ProfilesByLevel => self.dbs.profiles_by_level,
             Index::ProfilesByCountry => self.dbs.profiles_by_country,
             Index::GateKeepers => self.dbs.gate_keepers,
+            Index::SignedByMarket => self.dbs.signed_by_market,
+            Index::SignedByAuthor => self.dbs.signed_by_author,
         };
         let start = match (after, lower) {
             (Some(a), _) => Bound::Excluded(a),
@@ -668,6 +801,130 @@ impl<'e> Storage<'e> {
             }
         }
         Ok(())
+    }
+
+    pub fn signed_order(
+        &self,
+        txn: &RoTxn<'_>,
+        digest: B256,
+    ) -> Result<Option<SignedOrderRow>, DbError> {
+        match self.record(txn, &Key::SignedOrder(digest))? {
+            Some(Record::SignedOrder(row)) => Ok(Some(row)),
+            None => Ok(None),
+            Some(_) => Err(DbError::Corrupt(format!(
+                "signed order {digest} holds another record"
+            ))),
+        }
+    }
+
+    /// Whether `author`'s signed-order nonce is used or cancelled, as far as indexed.
+    pub fn nonce_spent(
+        &self,
+        txn: &RoTxn<'_>,
+        author: Address,
+        nonce: U256,
+    ) -> Result<bool, DbError> {
+        let (word, bit) = nonce_bit(nonce);
+        Ok(match self.record(txn, &Key::NonceWord(author, word))? {
+            Some(Record::NonceBits(bits)) => bits & bit != U256::ZERO,
+            _ => false,
+        })
+    }
+
+    /// Adds a checked signed order (its signature, order and expiry already verified) to the
+    /// book, in one write transaction with the checks that need the store: the same digest is
+    /// [`Posted::Known`]; a nonce indexed as used or cancelled is refused; so is an author's
+    /// order beyond `per_author` live ones (its expired ones are deleted on the way).
+    pub fn post_signed_order(
+        &self,
+        row: &SignedOrderRow,
+        per_author: usize,
+        now: u64,
+    ) -> Result<Posted, PostError> {
+        let mut txn = self.env.write_txn()?;
+        let mut store = TxnStore {
+            txn: &mut txn,
+            dbs: &self.dbs,
+        };
+        if store.get(&Key::SignedOrder(row.digest))?.is_some() {
+            return Ok(Posted::Known);
+        }
+        let author = row.order.author;
+        let (word, bit) = nonce_bit(row.nonce);
+        if let Some(Record::NonceBits(bits)) = store.get(&Key::NonceWord(author, word))?
+            && bits & bit != U256::ZERO
+        {
+            return Err(PostError::NonceSpent {
+                author,
+                nonce: row.nonce,
+            });
+        }
+        // The author's orders of both sides: at most `per_author` live ones, plus those that
+        // expired since the last purge.
+        let mut live = 0usize;
+        let mut expired = Vec::new();
+        for item in self
+            .dbs
+            .signed_by_author
+            .prefix_iter(store.txn, author.as_slice())?
+        {
+            let (k, _) = item?;
+            let digest = digest_of(k)?;
+            match read_record(&self.dbs, store.txn, &Key::SignedOrder(digest))? {
+                Some(Record::SignedOrder(r)) if !r.live(now) => expired.push(digest),
+                Some(Record::SignedOrder(_)) => live += 1,
+                _ => return Err(DbError::Corrupt(format!("no signed order {digest}")).into()),
+            }
+        }
+        for digest in &expired {
+            store.put(&Key::SignedOrder(*digest), None)?;
+        }
+        if live >= per_author {
+            txn.commit()?;
+            return Err(PostError::AuthorLimit {
+                author,
+                limit: per_author,
+            });
+        }
+        store.put(
+            &Key::SignedOrder(row.digest),
+            Some(&Record::SignedOrder(row.clone())),
+        )?;
+        txn.commit()?;
+        Ok(Posted::Created)
+    }
+
+    /// Deletes the signed orders that are no longer live at `now`. Returns how many; writes
+    /// nothing (no transaction, no sync) when none expired.
+    pub fn purge_expired_signed(&self, now: u64) -> Result<usize, DbError> {
+        let collect = |txn: &RoTxn<'_>| -> Result<Vec<B256>, DbError> {
+            let mut out = Vec::new();
+            for item in self.dbs.signed_by_expiry.iter(txn)? {
+                let (k, _) = item?;
+                let expiry = read_u64(k.get(..8).unwrap_or_default())?;
+                if expiry > now {
+                    break;
+                }
+                out.push(digest_of(k)?);
+            }
+            Ok(out)
+        };
+        let read = self.read_txn()?;
+        if collect(&read)?.is_empty() {
+            return Ok(0);
+        }
+        drop(read);
+        let mut txn = self.env.write_txn()?;
+        let expired = collect(&txn)?;
+        let mut store = TxnStore {
+            txn: &mut txn,
+            dbs: &self.dbs,
+        };
+        for digest in &expired {
+            store.put(&Key::SignedOrder(*digest), None)?;
+        }
+        txn.commit()?;
+        Ok(expired.len())
     }
 
     pub fn level(
@@ -713,4 +970,6 @@ pub enum Index {
     ProfilesByCountry,
     /// The primary `gate_keepers` table, by keeper address.
     GateKeepers,
+    SignedByMarket,
+    SignedByAuthor,
 }

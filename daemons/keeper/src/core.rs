@@ -19,11 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use alloy::primitives::{Address, B256, Signature, U256, keccak256};
 use alloy::sol_types::{SolStruct, SolValue, eip712_domain};
 use serde::{Deserialize, Serialize};
+use sonm_contracts::SignatureError;
 
 /// secp256k1 n / 2: `Gate.pay` refuses a signature with a larger s (the malleable twin).
-pub const HALF_N: U256 = U256::from_be_bytes(alloy::primitives::hex!(
-    "7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0"
-));
+pub use sonm_contracts::HALF_N;
 
 /// The largest amount a gate accepts (keepers' limits are 96-bit).
 pub const MAX_AMOUNT: U256 = U256::from_limbs([u64::MAX, (1 << 32) - 1, 0, 0]);
@@ -464,17 +463,11 @@ pub fn rank(keepers: &BTreeSet<Address>, me: Address, nonce: u64) -> u64 {
 
 /// The signer of `digest`, under `Gate.pay`'s rules for a signature.
 pub fn recover(digest: &B256, bytes: &[u8]) -> Result<Address, SigRejected> {
-    let raw: &[u8; 65] = bytes.try_into().map_err(|_| SigRejected::Malformed)?;
-    if raw[64] != 27 && raw[64] != 28 {
-        return Err(SigRejected::Malformed);
-    }
-    let signature = Signature::from_raw_array(raw).map_err(|_| SigRejected::Malformed)?;
-    if signature.s() > HALF_N {
-        return Err(SigRejected::HighS);
-    }
-    signature
-        .recover_address_from_prehash(digest)
-        .map_err(|_| SigRejected::Unrecoverable)
+    sonm_contracts::recover_signature(digest, bytes).map_err(|e| match e {
+        SignatureError::HighS => SigRejected::HighS,
+        SignatureError::Unrecoverable => SigRejected::Unrecoverable,
+        SignatureError::Length(_) | SignatureError::V(_) => SigRejected::Malformed,
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Signed orders and one-word deals across the language boundary, on anvil with the real
 //! contracts: orders signed in Rust (EIP-712) open a deal that a third party submits; the
-//! digest equals the contract's own; a replay, a key that is not the author and a stale deal
+//! digest equals the contract's own; `recover_signed_order` finds the author, another address for
+//! a tampered order or another domain, and refuses the signatures the Market refuses (high s,
+//! v not 27/28, not 65 bytes); a replay, a key that is not the author and a stale deal
 //! state are refused; the deal's state rebuilt from its events hashes to the stored word after
 //! opening, billing and closing, also when followed incrementally across more blocks than one
 //! log query covers.
 
 use crate::common;
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use common::{anvil, block_on, confirm, unlocked};
@@ -15,9 +17,25 @@ use sonm_contracts::anvil::{ANVIL_CHAIN_ID, DEV_KEYS};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
     DealFollower, DealSnapshot, DeployConfig, LOG_WINDOW, Market, QueryWindowed, Refusal, SNM,
-    SignError, chain_order, deploy, market_domain, sign_order, signed_order_digest,
+    SignError, SignatureError, chain_order, deploy, market_domain, recover_signed_order,
+    sign_order, signed_order_digest,
 };
 use sonm_market::{Benchmark, Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
+
+/// secp256k1's group order n.
+const N: U256 = U256::from_be_bytes(alloy::primitives::hex!(
+    "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141"
+));
+
+/// The malleable twin of a low-s signature: s' = n - s with the other v. The same signer
+/// recovers from it, which is why the Market refuses it.
+fn high_s_twin(signature: &[u8]) -> Bytes {
+    let mut twin = signature.to_vec();
+    let s = U256::from_be_slice(&signature[32..64]);
+    twin[32..64].copy_from_slice(&(N - s).to_be_bytes::<32>());
+    twin[64] = if signature[64] == 27 { 28 } else { 27 };
+    twin.into()
+}
 
 fn order(order_type: OrderType, author: Address, price: u128) -> Order {
     Order {
@@ -86,6 +104,57 @@ fn orders_signed_in_rust_open_a_deal_whose_state_is_rebuilt_from_events() {
 
         let ask_ref = sign_order(supplier, &ask, expiry, U256::from(7), &domain).unwrap();
         let bid_ref = sign_order(consumer, &bid, expiry, U256::from(300), &domain).unwrap();
+
+        // What a receiver of the signed ask (the DWH) recovers from it.
+        assert_eq!(
+            recover_signed_order(&ask_ref, &domain),
+            Ok(supplier.address())
+        );
+        let mut tampered = ask_ref.clone();
+        tampered.order.price += U256::from(1);
+        let other = recover_signed_order(&tampered, &domain).unwrap();
+        assert_ne!(other, supplier.address(), "a tampered price");
+        for foreign in [
+            market_domain(1, c.market),
+            market_domain(ANVIL_CHAIN_ID, c.snm),
+        ] {
+            let signer = recover_signed_order(&ask_ref, &foreign).unwrap();
+            assert_ne!(signer, supplier.address(), "another domain");
+        }
+        // Signatures the Market refuses are refused here, for the same reason.
+        let with_signature = |signature: Bytes| {
+            let mut r = ask_ref.clone();
+            r.signature = signature;
+            r
+        };
+        let twin = with_signature(high_s_twin(&ask_ref.signature));
+        assert_eq!(
+            recover_signed_order(&twin, &domain),
+            Err(SignatureError::HighS)
+        );
+        let mut bad_v = ask_ref.signature.to_vec();
+        bad_v[64] = 29;
+        let bad_v = with_signature(bad_v.into());
+        assert_eq!(
+            recover_signed_order(&bad_v, &domain),
+            Err(SignatureError::V(29))
+        );
+        let short = with_signature(ask_ref.signature.slice(..64));
+        assert_eq!(
+            recover_signed_order(&short, &domain),
+            Err(SignatureError::Length(64))
+        );
+        for refused in [twin, bad_v, short] {
+            let call = market.openDeal(refused, bid_ref.clone());
+            let err = call.from(matcher.address()).call().await.unwrap_err();
+            assert!(
+                matches!(
+                    Refusal::decode(&err),
+                    Some(Refusal::Market(Market::MarketErrors::InvalidSignature(_)))
+                ),
+                "{err}"
+            );
+        }
         let before = token.balanceOf(consumer.address()).call().await.unwrap();
         // A third party (a matcher) submits both signed orders.
         let open = market

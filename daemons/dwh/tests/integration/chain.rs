@@ -4,60 +4,20 @@
 use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
-use common::{World, anvil, block_on, get, url, wait_until};
+use common::{World, anvil, block_on, config, get, indexed_block, start, url, wait_until};
 use serde_json::Value;
 use sonm_dwh::OrderStatus;
-use sonm_dwh::daemon::{self, Config};
 use sonm_dwh::follower::{Follower, FollowerConfig, Metrics, SharedBook, Step};
 use sonm_dwh::query::{self, OrderQuery};
 use sonm_dwh::storage::{Role, Storage, open_env};
 use sonm_market::{OrderType, scan_best_asks, scan_best_bids};
-
-fn config(endpoints: Vec<String>, dir: &Path, batch_blocks: u64) -> Config {
-    Config {
-        endpoints,
-        addresses: dir.join("addresses.toml"),
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        data_dir: dir.join("data"),
-        confirmations: 0,
-        batch_blocks,
-        keep_blocks: 64,
-        poll_interval_ms: 20,
-        max_backoff_ms: 200,
-        map_size_mib: 64,
-        http_threads: 2,
-    }
-}
-
-/// Runs the daemon in this process until the returned flag is set.
-fn start(
-    config: Config,
-    world: &World,
-) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let addresses = world.addresses.clone();
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || {
-        daemon::run(&config, &addresses, &flag, |a| tx.send(a).unwrap()).unwrap();
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    (addr, stop, handle)
-}
-
-fn indexed_block(addr: SocketAddr) -> Option<u64> {
-    let (status, body) = get(addr, "/v1/status");
-    assert_eq!(status, 200);
-    body.get("number").and_then(Value::as_u64)
-}
 
 fn ids(items: &Value) -> Vec<u64> {
     items

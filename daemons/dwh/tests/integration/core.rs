@@ -1,13 +1,18 @@
 //! The indexing core and the LMDB store without a chain: apply and undo, indexes,
-//! pages, the API's answers to bad queries.
+//! pages, the API's answers to bad queries, the signed-order book's nonces, pages and
+//! expiry.
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::signers::local::PrivateKeySigner;
+use sonm_contracts::anvil::DEV_KEYS;
+use sonm_contracts::{market_domain, sign_order};
 use sonm_dwh::api::Api;
 use sonm_dwh::follower::{Metrics, SharedBook};
-use sonm_dwh::index::{BlockEvents, MemStore, apply_block, undo_block};
+use sonm_dwh::index::{BlockEvents, Key, MemStore, Record, apply_block, undo_block};
 use sonm_dwh::query::{self, OrderQuery};
+use sonm_dwh::signed::SignedPolicy;
 use sonm_dwh::storage::{Checkpoint, Role, Storage, open_env};
-use sonm_dwh::{ChainEvent, OrderStatus};
+use sonm_dwh::{ChainEvent, OrderStatus, SignedOrderRow};
 use sonm_market::{Benchmarks, IdentityLevel, NetFlags, Order, OrderType};
 
 fn addr(n: u8) -> Address {
@@ -367,6 +372,7 @@ fn pages_continue_from_their_cursor_and_bad_queries_get_400() {
         storage: &storage,
         book: &book,
         metrics: &metrics,
+        signed: &policy(256),
     };
     let mut got = Vec::new();
     let mut path = "/v1/orders?type=bid&limit=4&benchmarks=cpu-cores%3D2".to_owned();
@@ -442,4 +448,292 @@ fn pages_continue_from_their_cursor_and_bad_queries_get_400() {
         "sonm_dwh_query_duration_seconds_count {answered}\n"
     )));
     assert!(body.contains("le=\"0.001\""), "{body}");
+}
+
+fn policy(per_author: usize) -> SignedPolicy {
+    SignedPolicy {
+        domain: market_domain(31337, addr(0x4d)),
+        max_ttl_s: 7 * 24 * 3600,
+        per_author,
+    }
+}
+
+/// A signed-order row as the book keeps it; the signature is not checked by the core.
+fn signed_row(author: u8, nonce: u64, digest: u8) -> SignedOrderRow {
+    SignedOrderRow {
+        order: order(0, OrderType::Ask, author, 10, 1),
+        expiry: 1_000,
+        nonce: U256::from(nonce),
+        signature: Bytes::from(vec![0u8; 65]),
+        digest: B256::repeat_byte(digest),
+    }
+}
+
+#[test]
+fn spent_nonces_take_signed_orders_out_and_undo_brings_them_back() {
+    let mut store = MemStore::default();
+    // Author 1: nonce 5 twice (a re-priced order with the same nonce), 7 and 9 (word 0), 261
+    // (word 1, bit 5); author 2: nonce 5.
+    let rows = [
+        signed_row(1, 5, 0xa1),
+        signed_row(1, 5, 0xa2),
+        signed_row(1, 7, 0xa3),
+        signed_row(1, 9, 0xa4),
+        signed_row(1, 261, 0xa5),
+        signed_row(2, 5, 0xb1),
+    ];
+    for r in &rows {
+        sonm_dwh::Store::put(
+            &mut store,
+            &Key::SignedOrder(r.digest),
+            Some(&Record::SignedOrder(r.clone())),
+        )
+        .unwrap();
+    }
+    let digests = |s: &MemStore| -> Vec<u8> {
+        s.records
+            .keys()
+            .filter_map(|k| match k {
+                Key::SignedOrder(d) => Some(d[0]),
+                _ => None,
+            })
+            .collect()
+    };
+    let bits = |s: &MemStore, who: u8, word: u64| match s
+        .records
+        .get(&Key::NonceWord(addr(who), U256::from(word)))
+    {
+        Some(Record::NonceBits(b)) => *b,
+        _ => U256::ZERO,
+    };
+    let one = |i: u64| U256::from(1) << i as usize;
+    let blocks = [
+        block(
+            1,
+            vec![ChainEvent::SignedOrderUsed {
+                digest: B256::repeat_byte(0xa1),
+                author: addr(1),
+                nonce: U256::from(5),
+                deal: 1,
+            }],
+        ),
+        block(
+            2,
+            vec![ChainEvent::NoncesCancelled {
+                author: addr(1),
+                word: U256::ZERO,
+                mask: one(7) | one(200) | one(5),
+            }],
+        ),
+    ];
+    let before = store.clone();
+    let used = apply_block(&mut store, &blocks[0]).unwrap();
+    // Both orders of nonce 5 are gone (the chain takes neither now); author 2's nonce 5 is
+    // another author's.
+    assert_eq!(digests(&store), vec![0xa3, 0xa4, 0xa5, 0xb1]);
+    assert_eq!(bits(&store, 1, 0), one(5));
+    assert_eq!(bits(&store, 2, 0), U256::ZERO);
+    let after_use = store.clone();
+    let cancelled = apply_block(&mut store, &blocks[1]).unwrap();
+    assert_eq!(digests(&store), vec![0xa4, 0xa5, 0xb1], "nonce 7 cancelled");
+    assert_eq!(bits(&store, 1, 0), one(5) | one(7) | one(200));
+    assert_eq!(bits(&store, 1, 1), U256::ZERO);
+    // A nonce used twice contradicts the chain; cancelling a spent one again does not.
+    let twice = apply_block(&mut store.clone(), &blocks[0]).unwrap_err();
+    assert!(twice.to_string().contains("spent before"), "{twice}");
+    apply_block(&mut store.clone(), &blocks[1]).unwrap();
+    // Undone in reverse, each block restores exactly the state before it.
+    undo_block(&mut store, cancelled.undo).unwrap();
+    assert_eq!(store, after_use);
+    undo_block(&mut store, used.undo).unwrap();
+    assert_eq!(store, before);
+    assert_eq!(digests(&store).len(), 6);
+}
+
+/// A signed ask of dev key `k` (its address the author), priced `price`.
+fn signed_post(k: usize, price: u128, nonce: u64, expiry: u64) -> (SignedOrderRow, Vec<u8>) {
+    let key: PrivateKeySigner = DEV_KEYS[k].parse().unwrap();
+    let mut o = order(0, OrderType::Ask, 0, price, 2);
+    o.author = key.address();
+    let domain = policy(0).domain;
+    let r = sign_order(&key, &o, expiry, U256::from(nonce), &domain).unwrap();
+    let digest = sonm_contracts::signed_order_digest(&r.order, expiry, r.nonce, &domain);
+    let body = serde_json::json!({
+        "order": o, "expiry": expiry, "nonce": format!("{:#x}", r.nonce), "signature": r.signature,
+    });
+    let row = SignedOrderRow {
+        order: o,
+        expiry,
+        nonce: r.nonce,
+        signature: r.signature,
+        digest,
+    };
+    (row, body.to_string().into_bytes())
+}
+
+#[test]
+fn lmdb_signed_book_pages_spends_unwinds_and_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open_env(dir.path(), 16 << 20).unwrap();
+    let storage = Storage::open(&env).unwrap();
+    let (book, metrics, policy) = (SharedBook::default(), Metrics::default(), policy(4));
+    let api = Api {
+        storage: &storage,
+        book: &book,
+        metrics: &metrics,
+        signed: &policy,
+    };
+    let now = sonm_dwh::signed::unix_now();
+    let expiry = now + 3600;
+    // Key 1: four asks (nonces 1..=4), key 2: one; the bound is 4 per author.
+    let posts: Vec<(SignedOrderRow, Vec<u8>)> = [(1, 30, 1), (1, 10, 2), (1, 20, 3), (2, 15, 1)]
+        .into_iter()
+        .map(|(k, price, nonce)| signed_post(k, price, nonce, expiry))
+        .collect();
+    for (row, body) in &posts {
+        let a = api.post("/v1/signed-orders", body);
+        assert_eq!(a.status, 201, "{}", a.body);
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["digest"], serde_json::to_value(row.digest).unwrap());
+    }
+    assert_eq!(api.post("/v1/signed-orders", &posts[0].1).status, 200);
+    let digests = |path: &str| -> Vec<B256> {
+        let mut out = Vec::new();
+        let mut next = String::new();
+        loop {
+            let a = api.handle("GET", &format!("{path}{next}"));
+            assert_eq!(a.status, 200, "{path}: {}", a.body);
+            let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+            for item in v["items"].as_array().unwrap() {
+                let row: SignedOrderRow = serde_json::from_value(item.clone()).unwrap();
+                out.push(row.digest);
+            }
+            match v["next"].as_str() {
+                Some(c) => next = format!("&cursor={c}"),
+                None => return out,
+            }
+        }
+    };
+    let d = |i: usize| posts[i].0.digest;
+    // Cheapest first, in pages of one; filters; the other side is empty.
+    assert_eq!(
+        digests("/v1/signed-orders?type=ask&limit=1"),
+        vec![d(1), d(3), d(2), d(0)]
+    );
+    let author = posts[0].0.order.author;
+    assert_eq!(
+        digests(&format!(
+            "/v1/signed-orders?type=ask&author={author}&price_min=11"
+        )),
+        vec![d(2), d(0)]
+    );
+    assert_eq!(
+        digests("/v1/signed-orders?type=ask&price_max=15&limit=1"),
+        vec![d(1), d(3)]
+    );
+    assert!(digests("/v1/signed-orders?type=bid").is_empty());
+    let one = api.handle("GET", &format!("/v1/signed-orders/{}", d(1)));
+    assert_eq!(one.status, 200);
+    let row: SignedOrderRow = serde_json::from_str(&one.body).unwrap();
+    assert_eq!(row, posts[1].0, "everything a buyer needs, as signed");
+
+    // The bound: a fourth order of key 1 fits, a fifth does not.
+    let (_, fourth) = signed_post(1, 40, 4, expiry);
+    assert_eq!(api.post("/v1/signed-orders", &fourth).status, 201);
+    let (_, fifth) = signed_post(1, 50, 5, expiry);
+    let a = api.post("/v1/signed-orders", &fifth);
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.body.contains("author_limit"), "{}", a.body);
+
+    // Nonce 2 of key 1 used in block 1: the order leaves the book, the nonce is spent.
+    let cp = |n: u64| Checkpoint {
+        number: n,
+        hash: B256::from(U256::from(n * 1000 + 7)),
+    };
+    storage
+        .commit_batch(&[block(1, vec![])], cp(1), 100)
+        .unwrap();
+    let used = block(
+        2,
+        vec![ChainEvent::SignedOrderUsed {
+            digest: d(1),
+            author,
+            nonce: U256::from(2),
+            deal: 1,
+        }],
+    );
+    storage.commit_batch(&[used], cp(2), 100).unwrap();
+    assert_eq!(
+        digests("/v1/signed-orders?type=ask"),
+        vec![d(3), d(2), d(0), posts_digest(&fourth)]
+    );
+    assert_eq!(
+        api.handle("GET", &format!("/v1/signed-orders/{}", d(1)))
+            .status,
+        404
+    );
+    let a = api.post("/v1/signed-orders", &posts[1].1);
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(a.body.contains("nonce_used"), "{}", a.body);
+    // With one of key 1's orders gone, a fifth fits.
+    assert_eq!(api.post("/v1/signed-orders", &fifth).status, 201);
+    // The block is unwound (a reorg): the order is back, its nonce free.
+    storage.unwind_to(cp(1)).unwrap();
+    assert_eq!(
+        digests("/v1/signed-orders?type=ask&limit=2"),
+        vec![
+            d(1),
+            d(3),
+            d(2),
+            d(0),
+            posts_digest(&fourth),
+            posts_digest(&fifth)
+        ]
+    );
+    let txn = storage.read_txn().unwrap();
+    assert!(!storage.nonce_spent(&txn, author, U256::from(2)).unwrap());
+    drop(txn);
+    assert_eq!(api.post("/v1/signed-orders", &posts[1].1).status, 200);
+
+    // Expiry: not returned once past, then purged from storage.
+    let txn = storage.read_txn().unwrap();
+    let later =
+        query::signed_orders(&storage, &txn, &OrderQuery::new(OrderType::Ask), expiry).unwrap();
+    assert!(later.items.is_empty(), "nothing is live at its expiry");
+    drop(txn);
+    assert_eq!(storage.purge_expired_signed(now).unwrap(), 0);
+    assert_eq!(storage.purge_expired_signed(expiry).unwrap(), 6);
+    let txn = storage.read_txn().unwrap();
+    assert!(storage.signed_order(&txn, d(0)).unwrap().is_none());
+    drop(txn);
+
+    // Bad queries and refusals that need no chain.
+    for bad in [
+        "/v1/signed-orders",
+        "/v1/signed-orders?type=ask&status=active",
+        "/v1/signed-orders?type=ask&price_min=3&price_max=2",
+        "/v1/signed-orders?type=ask&limit=0",
+        "/v1/signed-orders/0x12",
+    ] {
+        assert_eq!(api.handle("GET", bad).status, 400, "{bad}");
+    }
+    let a = api.handle(
+        "GET",
+        &format!("/v1/signed-orders/{}", B256::repeat_byte(7)),
+    );
+    assert_eq!(a.status, 404);
+    assert_eq!(api.post("/v1/orders", b"{}").status, 405);
+    assert_eq!(api.post("/v1/signed-orders?x=1", &fifth).status, 400);
+}
+
+fn posts_digest(body: &[u8]) -> B256 {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let o: Order = serde_json::from_value(v["order"].clone()).unwrap();
+    let nonce: U256 = serde_json::from_value(v["nonce"].clone()).unwrap();
+    sonm_contracts::signed_order_digest(
+        &sonm_contracts::chain_order(&o),
+        v["expiry"].as_u64().unwrap(),
+        nonce,
+        &policy(0).domain,
+    )
 }

@@ -5,3 +5,4 @@
 mod chain;
 mod common;
 mod core;
+mod signed;

@@ -1,15 +1,19 @@
 //! Shared by the chain tests: an anvil with the real contracts, a scripted market
-//! history with its expected state kept by hand, an HTTP GET, bounded waits.
+//! history with its expected state kept by hand, an HTTP GET and POST, bounded waits,
+//! signed-order bodies.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
@@ -20,9 +24,52 @@ use sonm_contracts::{
     Addresses, Blacklist, DealSnapshot, DeployConfig, Gate, Market, ProfileRegistry, SNM,
     chain_order, deploy, market_domain, market_order, order_id_from_chain, placed_ref, sign_order,
 };
+use sonm_dwh::daemon::{self, Config};
 use sonm_market::{
     Benchmarks, DealId, IdentityLevel, NetFlags, Order, OrderId, OrderType, StaticContext,
 };
+
+/// The daemon's configuration for a test: no confirmations, short pauses, a small map.
+pub fn config(endpoints: Vec<String>, dir: &Path, batch_blocks: u64) -> Config {
+    Config {
+        endpoints,
+        addresses: dir.join("addresses.toml"),
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        data_dir: dir.join("data"),
+        confirmations: 0,
+        batch_blocks,
+        keep_blocks: 64,
+        poll_interval_ms: 20,
+        max_backoff_ms: 200,
+        map_size_mib: 64,
+        http_threads: 2,
+        signed_order_max_ttl_s: 7 * 24 * 3600,
+        signed_orders_per_author: 256,
+    }
+}
+
+/// Runs the daemon in this process until the returned flag is set.
+pub fn start(
+    config: Config,
+    world: &World,
+) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let addresses = world.addresses.clone();
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        daemon::run(&config, &addresses, &flag, |a| tx.send(a).unwrap()).unwrap();
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    (addr, stop, handle)
+}
+
+/// The last block the daemon at `addr` indexed.
+pub fn indexed_block(addr: SocketAddr) -> Option<u64> {
+    let (status, body) = get(addr, "/v1/status");
+    assert_eq!(status, 200);
+    body.get("number").and_then(serde_json::Value::as_u64)
+}
 
 pub fn block_on<F: Future>(future: F) -> F::Output {
     smol::block_on(async_compat::Compat::new(future))
@@ -65,6 +112,62 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned())),
     )
+}
+
+/// `POST path` with `body` (Content-Length) over a fresh connection: (status, JSON body).
+pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned())),
+    )
+}
+
+/// The JSON body of a post to the signed-order book.
+pub fn signed_body(order: &Order, expiry: u64, nonce: U256, signature: &[u8]) -> Vec<u8> {
+    serde_json::json!({
+        "order": order,
+        "expiry": expiry,
+        "nonce": nonce.to_string(),
+        "signature": Bytes::copy_from_slice(signature),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// secp256k1's group order n.
+const N: U256 = U256::from_be_bytes(alloy::primitives::hex!(
+    "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141"
+));
+
+/// The malleable twin of a low-s signature (s' = n - s, the other v): the same signer
+/// recovers from it, and the Market refuses it.
+pub fn high_s_twin(signature: &[u8]) -> Vec<u8> {
+    let mut twin = signature.to_vec();
+    let s = U256::from_be_slice(&signature[32..64]);
+    twin[32..64].copy_from_slice(&(N - s).to_be_bytes::<32>());
+    twin[64] = if signature[64] == 27 { 28 } else { 27 };
+    twin
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub async fn confirm<P: Provider, D: alloy::contract::CallDecoder>(
@@ -191,7 +294,7 @@ impl World {
         }
     }
 
-    fn market(&self) -> Market::MarketInstance<&DynProvider> {
+    pub fn market(&self) -> Market::MarketInstance<&DynProvider> {
         Market::new(self.addresses.contracts.market, &self.provider)
     }
 
