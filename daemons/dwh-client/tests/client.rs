@@ -1,7 +1,7 @@
 //! The client against a real HTTP server on loopback that answers as the DWH does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use serde_json::{Value, json};
@@ -11,34 +11,39 @@ use sonm_dwh_client::{Dwh, Listing, OrderRow};
 struct Server {
     base: String,
     requests: Arc<AtomicUsize>,
-    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(answer: impl Fn(&str) -> (u16, String) + Send + 'static) -> Server {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+    fn start(answer: impl Fn(&str) -> (u16, String) + Send + Sync + 'static) -> Server {
+        let (server, addr) = sonm_http_serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
-        let (s, n) = (server.clone(), requests.clone());
-        thread::spawn(move || {
-            for req in s.incoming_requests() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, halt) = (requests.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            sonm_http_serve::serve(&server, 1, &halt, |request| {
                 n.fetch_add(1, Ordering::Relaxed);
-                let (status, body) = answer(req.url());
-                let _ =
-                    req.respond(tiny_http::Response::from_string(body).with_status_code(status));
-            }
+                let (status, body) = answer(request.url());
+                sonm_http_serve::Reply::json(status, body)
+            });
         });
         Server {
-            base,
+            base: format!("http://{addr}"),
             requests,
-            server,
+            stop,
+            thread: Some(thread),
         }
     }
 }
 
 impl Drop for Server {
+    /// Returns once the server is closed (its thread has dropped it).
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

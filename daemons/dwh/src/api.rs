@@ -1,4 +1,4 @@
-//! The query API: HTTP/JSON on `tiny_http` (a small blocking server; each worker
+//! The query API: HTTP/JSON on sonm-http-serve (tiny_http: a small blocking server; each worker
 //! thread takes requests off one listener and answers from its own LMDB read
 //! transaction, so queries never wait for the indexer). The OpenAPI document is
 //! served at [`OPENAPI_PATH`]; Prometheus metrics at `/metrics`.
@@ -9,10 +9,9 @@
 //! Routing and parsing are in [`Api::handle`] and [`Api::post`], free of sockets, so tests can
 //! call them directly as well as over HTTP.
 
-use std::io::Read;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use alloy::primitives::{Address, B256};
 use serde::Serialize;
@@ -23,6 +22,8 @@ use crate::index::{OrderStatus, SignedOrderRow};
 use sonm_http_query::Params;
 
 use crate::query::{self, OrderQuery, QueryError};
+use sonm_http_serve::BodyError;
+
 use crate::signed::{self, MAX_BODY, Refusal, SignedPolicy};
 use crate::storage::{Posted, Role, Storage};
 
@@ -183,24 +184,6 @@ fn order_query(params: &mut Params, with_status: bool) -> Result<OrderQuery, Que
     }
     q.cursor = params.take("cursor", |c| Ok(c.to_owned()))?;
     Ok(q)
-}
-
-/// A post's body, at most [`MAX_BODY`] bytes: a larger declared length is refused before a
-/// byte is read, a longer body (chunked) after `MAX_BODY + 1` bytes.
-fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, Refusal> {
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(Refusal::TooLarge(MAX_BODY));
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Refusal::Body(e.to_string()))?;
-    if body.len() > MAX_BODY {
-        return Err(Refusal::TooLarge(MAX_BODY));
-    }
-    Ok(body)
 }
 
 impl Api<'_, '_> {
@@ -427,49 +410,31 @@ impl Api<'_, '_> {
     }
 
     /// Serves `server` from `threads` worker threads until `stop` is set.
-    pub fn serve(&self, server: &tiny_http::Server, threads: usize, stop: &AtomicBool) {
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
-                scope.spawn(|| {
-                    while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Some(request)) => self.respond(request),
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accepting a request failed");
-                                std::thread::sleep(Duration::from_millis(100));
-                            }
-                        }
-                    }
-                });
+    pub fn serve(&self, server: &sonm_http_serve::Server, threads: usize, stop: &AtomicBool) {
+        sonm_http_serve::serve(server, threads, stop, |request| {
+            let answer = self.respond(request);
+            sonm_http_serve::Reply {
+                status: answer.status,
+                content_type: answer.content_type,
+                body: answer.body,
             }
         });
     }
 
-    fn respond(&self, mut request: tiny_http::Request) {
-        let is_post = *request.method() == tiny_http::Method::Post;
-        let takes_body = is_post && request.url().split('?').next() == Some(SIGNED_ORDERS_PATH);
+    fn respond(&self, request: &mut sonm_http_serve::Request<'_>) -> Answer {
+        let is_post = request.method() == "POST";
         // Only the one route that takes a body reads it; every other request is answered
-        // from its method and URL alone, as before.
-        let answer = if takes_body {
-            match read_body(&mut request) {
+        // from its method and URL alone.
+        if is_post && request.url().split('?').next() == Some(SIGNED_ORDERS_PATH) {
+            match request.body(MAX_BODY) {
                 Ok(body) => self.post(request.url(), &body),
-                Err(r) => self.posted(Err(r)),
+                Err(BodyError::TooLarge(max)) => self.posted(Err(Refusal::TooLarge(max))),
+                Err(BodyError::Read(e)) => self.posted(Err(Refusal::Body(e.to_string()))),
             }
         } else if is_post {
             self.post(request.url(), &[])
         } else {
-            self.handle(request.method().as_str(), request.url())
-        };
-        let header =
-            tiny_http::Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
-        let mut response =
-            tiny_http::Response::from_string(answer.body).with_status_code(answer.status);
-        if let Ok(h) = header {
-            response = response.with_header(h);
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "the client went away");
+            self.handle(request.method(), request.url())
         }
     }
 }

@@ -179,11 +179,11 @@ pub fn run(
         tracing::info!(block = cp.number, hash = %cp.hash, "resuming from the checkpoint");
     }
     let mut follower = Follower::new(&storage, &book, &metrics, addresses, follower_config)?;
-    let server = tiny_http::Server::http(config.listen).map_err(|e| DaemonError::Listen {
-        addr: config.listen,
-        reason: e.to_string(),
-    })?;
-    let bound = server.server_addr().to_ip().unwrap_or(config.listen);
+    let (server, bound) =
+        sonm_http_serve::bind(config.listen).map_err(|e| DaemonError::Listen {
+            addr: e.addr,
+            reason: e.reason,
+        })?;
     tracing::info!(%bound, "API listening");
     on_listen(bound);
     let signed = SignedPolicy::new(

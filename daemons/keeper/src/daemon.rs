@@ -207,11 +207,11 @@ pub fn run(
     let store = Store::open(&env)?;
     restore(&mut keeper, &store)?;
 
-    let server = tiny_http::Server::http(config.listen).map_err(|e| DaemonError::Listen {
-        addr: config.listen,
-        reason: e.to_string(),
-    })?;
-    let bound = server.server_addr().to_ip().unwrap_or(config.listen);
+    let (server, bound) =
+        sonm_http_serve::bind(config.listen).map_err(|e| DaemonError::Listen {
+            addr: e.addr,
+            reason: e.reason,
+        })?;
     tracing::info!(%me, %bound, "keeper serving its signatures");
     on_listen(bound);
 

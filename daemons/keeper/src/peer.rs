@@ -1,4 +1,4 @@
-//! Between keepers: each serves its own signatures over HTTP/JSON (tiny_http) and fetches the
+//! Between keepers: each serves its own signatures over HTTP/JSON (sonm-http-serve) and fetches the
 //! others' (ureq). Nothing fetched is trusted: the answer is only bytes, handed to the core,
 //! which recovers the signer and checks it against the configured keepers.
 //!
@@ -7,7 +7,7 @@
 //!   this keeper has not signed that transfer (not seen, not confirmed yet, or not a keeper);
 //! - `GET /v1/status` → 200 `{"keeper": "0x…"}`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use alloy::primitives::{Address, hex};
@@ -73,41 +73,15 @@ fn answer(store: &Store<'_>, me: Address, method: &str, url: &str) -> (u16, Stri
 
 /// Serves `store`'s signatures on `server` with `threads` workers until `stop` is set.
 pub fn serve(
-    server: &tiny_http::Server,
+    server: &sonm_http_serve::Server,
     store: &Store<'_>,
     me: Address,
     threads: usize,
     stop: &AtomicBool,
 ) {
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    match server.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Some(request)) => {
-                            let (status, body) =
-                                answer(store, me, request.method().as_str(), request.url());
-                            let mut response =
-                                tiny_http::Response::from_string(body).with_status_code(status);
-                            if let Ok(h) = tiny_http::Header::from_bytes(
-                                &b"Content-Type"[..],
-                                &b"application/json"[..],
-                            ) {
-                                response = response.with_header(h);
-                            }
-                            if let Err(e) = request.respond(response) {
-                                tracing::debug!(error = %e, "a peer went away");
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accepting a request failed");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-            });
-        }
+    sonm_http_serve::serve(server, threads, stop, |request| {
+        let (status, body) = answer(store, me, request.method(), request.url());
+        sonm_http_serve::Reply::json(status, body)
     });
 }
 

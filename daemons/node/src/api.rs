@@ -1,5 +1,5 @@
-//! The HTTP/JSON API on localhost, over `tiny_http` (the same small blocking server the DWH
-//! uses, so the project has one HTTP server crate: a handful of worker threads, each taking
+//! The HTTP/JSON API on localhost, over sonm-http-serve (the same small blocking server the DWH
+//! and the keepers use, so the project has one HTTP server crate: a handful of worker threads, each taking
 //! requests off one listener; the node's work is blocking RPC and QUIC calls anyway, so an async
 //! server would buy nothing). Routing and parsing live in [`Api::handle`], free of sockets.
 //!
@@ -7,11 +7,9 @@
 //! document is served at [`OPENAPI_PATH`] and lists exactly [`ROUTES`] (a test holds them
 //! together).
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use alloy::primitives::U256;
 use base64::Engine as _;
@@ -27,6 +25,7 @@ use sonm_worker::proto::{
 use sonm_worker::receipt::Fuel;
 
 use sonm_http_query::Params;
+use sonm_http_serve::BodyError;
 
 use crate::chain::Role;
 use crate::error::ApiError;
@@ -806,49 +805,17 @@ impl Api<'_> {
     }
 
     /// Serves requests on `server` with `threads` threads until `stop` is set.
-    pub fn serve(&self, server: &tiny_http::Server, threads: usize, stop: &AtomicBool) {
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
-                scope.spawn(|| {
-                    while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Some(request)) => self.respond(request),
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accepting a request failed");
-                                std::thread::sleep(Duration::from_millis(100));
-                            }
-                        }
-                    }
-                });
-            }
+    pub fn serve(&self, server: &sonm_http_serve::Server, threads: usize, stop: &AtomicBool) {
+        sonm_http_serve::serve(server, threads, stop, |request| {
+            let answer = match request.body(MAX_BODY) {
+                Err(BodyError::TooLarge(max)) => Answer::error(&ApiError::TooLarge(max)),
+                Err(BodyError::Read(e)) => {
+                    Answer::error(&bad(format!("reading the request body: {e}")))
+                }
+                Ok(body) => self.handle(request.method(), request.url(), &body),
+            };
+            sonm_http_serve::Reply::json(answer.status, answer.body)
         });
-    }
-
-    fn respond(&self, mut request: tiny_http::Request) {
-        let mut body = Vec::new();
-        let read = request
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body);
-        let answer = match read {
-            Err(e) => Answer::error(&bad(format!("reading the request body: {e}"))),
-            Ok(_) if body.len() > MAX_BODY => Answer::error(&ApiError::TooLarge(MAX_BODY)),
-            Ok(_) => {
-                let method = request.method().as_str().to_owned();
-                let url = request.url().to_owned();
-                self.handle(&method, &url, &body)
-            }
-        };
-        let mut response =
-            tiny_http::Response::from_string(answer.body).with_status_code(answer.status);
-        if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
-        {
-            response = response.with_header(h);
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "the client went away");
-        }
     }
 }
 

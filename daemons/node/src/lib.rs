@@ -14,7 +14,7 @@
 //!   the SONM chain through the Gates.
 //! - [`admin`]: worker admin for suppliers (`/v1/worker/...`), relayed to the worker's admin
 //!   service over QUIC; master confirm on chain.
-//! - [`api`]: the HTTP/JSON API (tiny_http), its routes and its OpenAPI document.
+//! - [`api`]: the HTTP/JSON API (sonm-http-serve), its routes and its OpenAPI document.
 
 pub mod admin;
 pub mod api;

@@ -120,8 +120,8 @@ struct Liar {
 impl Liar {
     /// `transfers`: which (src, dst, to, amount) a nonce of each source chain stands for.
     fn start(transfers: Vec<(GateRef, GateRef, Address, U256)>) -> Self {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let (server, addr) = sonm_http_serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = format!("http://{addr}");
         let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let outsider: PrivateKeySigner =
@@ -131,12 +131,9 @@ impl Liar {
         let thread = {
             let (requests, stop) = (requests.clone(), stop.clone());
             std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(50)) else {
-                        continue;
-                    };
+                sonm_http_serve::serve(&server, 1, &stop, |request| {
                     let n = requests.fetch_add(1, Ordering::Relaxed);
-                    let parts: Vec<String> = request.url().split('/').map(str::to_owned).collect();
+                    let parts: Vec<&str> = request.url().split('/').collect();
                     let (chain, nonce) = (
                         parts.get(3).and_then(|s| s.parse::<u64>().ok()),
                         parts.get(4).and_then(|s| s.parse::<u64>().ok()),
@@ -157,8 +154,8 @@ impl Liar {
                         (1, Some(json)) => json.to_string(),
                         _ => "\u{0}garbage{{{ not json".to_owned(),
                     };
-                    let _ = request.respond(tiny_http::Response::from_string(body));
-                }
+                    sonm_http_serve::Reply::json(200, body)
+                });
             })
         };
         Liar {

@@ -79,8 +79,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!(listen = %config.listen, "the API is not on a loopback address: anyone who reaches it can spend this key's funds");
             }
             let node = Node::open(&config).context("starting the node")?;
-            let server = tiny_http::Server::http(config.listen)
-                .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
+            let (server, _) = sonm_http_serve::bind(config.listen)?;
             tracing::info!(address = %node.address(), listen = %config.listen, "sonm-node serving");
             let stop = Arc::new(AtomicBool::new(false));
             sonm_daemon::stop_on_signal(stop.clone())
