@@ -262,8 +262,9 @@ enum DealCmd {
     Change(ChangeCmd),
     /// Buy an ask at once (quick-buy); prints the deal.
     Buy {
-        /// The ask's order id (from `sonm market asks`).
-        ask_id: u64,
+        /// The ask (from `sonm market asks`): a placed ask's order id, or a signed ask's digest
+        /// (0x and 64 hex digits).
+        ask: String,
         /// Seconds; 0 = spot (must agree with the ask).
         #[arg(long, default_value_t = 0)]
         duration: u64,
@@ -678,7 +679,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .flatten()
                     .map(|o| {
                         vec![
-                            s(&o["id"]),
+                            // A signed ask is bought by its digest (its id is 0).
+                            if o["digest"].is_string() {
+                                s(&o["digest"])
+                            } else {
+                                s(&o["id"])
+                            },
                             s(&o["supplier"]),
                             s(&o["price"]),
                             s(&o["duration"]),
@@ -692,7 +698,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     print_table(
                         &[
-                            "ID",
+                            "ID (or DIGEST)",
                             "SUPPLIER",
                             "PRICE (wei/s)",
                             "DURATION",
@@ -891,11 +897,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Deal(DealCmd::Buy {
-            ask_id,
+            ask,
             duration,
             worker_addr,
         }) => {
-            let mut body = json!({ "ask_id": ask_id, "duration": duration });
+            let mut body = json!({ "duration": duration });
+            if ask.starts_with("0x") {
+                body["signed_ask"] = json!(ask);
+            } else {
+                let id: u64 = ask.parse().map_err(|_| {
+                    anyhow::anyhow!("{ask:?} is neither an order id nor a signed ask's 0x digest")
+                })?;
+                body["ask_id"] = json!(id);
+            }
             if let Some(a) = worker_addr {
                 body["worker_addr"] = json!(a);
             }

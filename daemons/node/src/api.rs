@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use alloy::primitives::U256;
+use alloy::primitives::{B256, U256};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use sonm_worker::proto::{
 };
 use sonm_worker::receipt::Fuel;
 
+use sonm_dwh_client::SignedOrder;
 use sonm_http_query::Params;
 use sonm_http_serve::BodyError;
 
@@ -130,6 +131,22 @@ pub struct AskView {
     pub benchmarks: String,
     /// The 13 values in DESIGN.md's order.
     pub benchmark_values: Vec<u64>,
+    /// A signed ask (id 0, never placed): what `quick-buy` takes as `signed_ask`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<B256>,
+    /// A signed ask's last usable second (unix time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<u64>,
+}
+
+impl From<&SignedOrder> for AskView {
+    fn from(s: &SignedOrder) -> Self {
+        AskView {
+            digest: Some(s.digest),
+            expiry: Some(s.expiry),
+            ..AskView::from(&s.order)
+        }
+    }
 }
 
 impl From<&Order> for AskView {
@@ -144,6 +161,8 @@ impl From<&Order> for AskView {
             counterparty: o.counterparty,
             benchmarks: o.benchmarks.to_string(),
             benchmark_values: o.benchmarks.as_array().to_vec(),
+            digest: None,
+            expiry: None,
         }
     }
 }
@@ -151,7 +170,12 @@ impl From<&Order> for AskView {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QuickBuy {
-    ask_id: u64,
+    /// A placed ask, by its order id; or
+    #[serde(default)]
+    ask_id: Option<u64>,
+    /// a signed ask of the DWH's book, by its digest.
+    #[serde(default)]
+    signed_ask: Option<B256>,
     #[serde(default)]
     duration: u64,
     /// Where the supplier's task service is; remembered for the deal's tasks.
@@ -573,7 +597,16 @@ impl Api<'_> {
                     q.limit = l.clamp(1, 1000);
                 }
                 params.finish()?;
-                let asks: Vec<AskView> = node.find_asks(&q)?.iter().map(AskView::from).collect();
+                // Placed and signed asks in one list, cheapest first.
+                let placed = node.find_asks(&q)?;
+                let signed = node.find_signed_asks(&q)?;
+                let mut priced: Vec<(u128, AskView)> = placed
+                    .iter()
+                    .map(|o| (o.price, AskView::from(o)))
+                    .chain(signed.iter().map(|s| (s.order.price, AskView::from(s))))
+                    .collect();
+                priced.sort_by_key(|(price, _)| *price);
+                let asks: Vec<AskView> = priced.into_iter().take(q.limit).map(|(_, a)| a).collect();
                 Ok(Answer::json(200, &serde_json::json!({ "orders": asks })))
             }
             ["v1", "token", "transfer"] => {
@@ -713,7 +746,15 @@ impl Api<'_> {
                 only("post")?;
                 params.finish()?;
                 let req: QuickBuy = body_json(body)?;
-                let deal = node.quick_buy(req.ask_id, req.duration)?;
+                let deal = match (req.ask_id, req.signed_ask) {
+                    (Some(id), None) => node.quick_buy(id, req.duration)?,
+                    (None, Some(digest)) => node.quick_buy_signed(digest, req.duration)?,
+                    _ => {
+                        return Err(bad(
+                            "name the ask: ask_id (placed) or signed_ask (a digest)",
+                        ));
+                    }
+                };
                 if let Some(addr) = req.worker_addr {
                     node.learn_worker(deal.supplier, addr);
                 }
@@ -1025,7 +1066,7 @@ pub fn openapi() -> serde_json::Value {
             "/openapi.json": { "get": { "summary": "This document", "responses": ok("OpenAPI 3.0") } },
             "/v1/balance": { "get": { "summary": "SNM and gas balances of the node's account, and the Market's allowance", "responses": ok("{address, snm, eth, market_allowance}") } },
             "/v1/orders": { "get": {
-                "summary": "Active asks that match a spec, cheapest first",
+                "summary": "Active asks that match a spec, cheapest first: placed asks, and (with a DWH) signed asks of its book, which carry a digest and an expiry and id 0",
                 "parameters": [
                     query("type", "ask (the only type so far)"),
                     query("benchmarks", "e.g. \"cpu-cores=2 ram-size=1GiB\" (sonm-market's human form)"),
@@ -1037,9 +1078,11 @@ pub fn openapi() -> serde_json::Value {
                 ],
                 "responses": ok("{orders: [Ask]}") } },
             "/v1/deals/quick-buy": { "post": {
-                "summary": "Buy an ask at once (Market.quickBuy), approving the Market first if needed",
-                "requestBody": body("the ask and the duration", json!({ "type": "object", "required": ["ask_id"], "properties": {
-                    "ask_id": { "type": "integer" }, "duration": { "type": "integer", "description": "seconds, 0 = spot" },
+                "summary": "Buy an ask at once (Market.quickBuy), approving the Market first if needed: a placed ask by ask_id, or a signed ask of the DWH's book by signed_ask (checked by the node first: digest, the author's signature, a minute of life left; 409 otherwise)",
+                "requestBody": body("the ask and the duration", json!({ "type": "object", "properties": {
+                    "ask_id": { "type": "integer", "description": "a placed ask (exactly one of ask_id, signed_ask)" },
+                    "signed_ask": { "type": "string", "description": "a signed ask's digest, 0x and 32 bytes" },
+                    "duration": { "type": "integer", "description": "seconds, 0 = spot" },
                     "worker_addr": { "type": "string", "description": "host:port of the supplier's task service (remembered)" } } })),
                 "responses": ok("the deal") } },
             "/v1/deals/{id}": { "get": { "summary": "A deal as the chain has it", "parameters": [path_param("id")], "responses": ok("the deal") } },

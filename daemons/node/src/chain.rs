@@ -166,6 +166,11 @@ impl Chain {
         self.me
     }
 
+    /// The Market's EIP-712 domain: what signed orders for this chain are signed under.
+    pub fn market_domain(&self) -> alloy::sol_types::Eip712Domain {
+        sonm_contracts::market_domain(self.addresses.chain_id, self.addresses.contracts.market)
+    }
+
     pub fn addresses(&self) -> &Addresses {
         &self.addresses
     }
@@ -253,11 +258,15 @@ impl Chain {
         .await
     }
 
-    /// `quickBuy(ask, duration)`: the bid and the deal in one transaction. Returns the deal id.
-    pub async fn quick_buy(&self, ask: &Order, duration: u64) -> Result<DealId, ChainError> {
+    /// `quickBuy(ask, duration)`: the bid and the deal in one transaction; `ask` placed
+    /// ([`placed_ref`]) or signed off chain. Returns the deal id.
+    pub async fn quick_buy(
+        &self,
+        ask: Market::OrderRef,
+        duration: u64,
+    ) -> Result<DealId, ChainError> {
         const WHAT: &str = "quickBuy";
         let (market, sender) = (self.market(), self.sender.clone());
-        let ask = placed_ref(ask);
         let receipt =
             Compat::new(async move { sender.send(WHAT, market.quickBuy(ask, duration)).await })
                 .await?;

@@ -11,8 +11,13 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use alloy::primitives::B256;
+use alloy::sol_types::Eip712Domain;
 use serde::Deserialize;
-use sonm_dwh_client::{OrderRow, Page};
+use sonm_contracts::{
+    Market, SignatureError, recover_signed_order, signed_order_digest, signed_ref,
+};
+use sonm_dwh_client::{OrderRow, Page, SignedOrder, SignedOrderQuery};
 use sonm_market::{
     Address, Benchmark, Benchmarks, IdentityLevel, MAX_PRICE, MatchContext, NetFlags, Order,
     OrderId, OrderType, StaticContext, check_match, scan_best_asks,
@@ -151,6 +156,35 @@ impl Dwh {
         Self {
             client: sonm_dwh_client::Dwh::new(base),
         }
+    }
+
+    /// The signed asks of the DWH's book that may match `query` (its price bound and supplier;
+    /// the match rule is the caller's), cheapest first, at most `max`.
+    pub fn signed_asks(
+        &self,
+        query: &AskQuery,
+        max: usize,
+    ) -> Result<Vec<SignedOrder>, MarketError> {
+        let mut q = SignedOrderQuery::new(OrderType::Ask);
+        q.author = query.supplier;
+        q.price_max = Some(query.max_price);
+        self.client
+            .signed_orders(&q, max)
+            .map(|listing| listing.items)
+            .map_err(|e| MarketError::Dwh {
+                url: e.url,
+                message: e.message,
+            })
+    }
+
+    /// The signed order `digest` if the DWH's book has it live.
+    pub fn signed_order(&self, digest: B256) -> Result<Option<SignedOrder>, MarketError> {
+        self.client
+            .signed_order(digest)
+            .map_err(|e| MarketError::Dwh {
+                url: e.url,
+                message: e.message,
+            })
     }
 
     fn err(&self, message: impl Into<String>) -> MarketError {
@@ -450,6 +484,85 @@ pub fn sort_cheapest_first(asks: &mut [Order]) {
     asks.sort_by_key(|a| (a.price, a.id));
 }
 
+/// Seconds a signed ask must stay usable after the node decides to buy it: the transaction must
+/// land in a block before the ask's last second.
+pub const SIGNED_ASK_MARGIN_S: u64 = 60;
+
+/// Why a signed ask the DWH served is not bought (or not listed): the node re-checks what it
+/// is handed, as the chain will.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignedAskError {
+    #[error("signed order {0} is a bid, not an ask")]
+    NotAnAsk(B256),
+    #[error("the DWH served signed order {served} for {asked}: its fields hash to {computed}")]
+    WrongDigest {
+        asked: B256,
+        served: B256,
+        computed: B256,
+    },
+    #[error("signed ask {digest}: {source}")]
+    Signature {
+        digest: B256,
+        #[source]
+        source: SignatureError,
+    },
+    #[error("signed ask {digest} is signed by {signer}, not by its author {author}")]
+    NotAuthor {
+        digest: B256,
+        signer: Address,
+        author: Address,
+    },
+    #[error(
+        "signed ask {digest} expires at {expiry}: less than {SIGNED_ASK_MARGIN_S} s from now ({now})"
+    )]
+    Expiring { digest: B256, expiry: u64, now: u64 },
+}
+
+/// `signed`, served by a DWH for `digest`, checked as the Market will check it (and more: its
+/// digest is the one asked for, it lasts [`SIGNED_ASK_MARGIN_S`] more), and turned into the
+/// `OrderRef` that `quickBuy` takes. Pure.
+pub fn verify_signed_ask(
+    signed: &SignedOrder,
+    digest: B256,
+    domain: &Eip712Domain,
+    now: u64,
+) -> Result<Market::OrderRef, SignedAskError> {
+    if signed.order.order_type != OrderType::Ask {
+        return Err(SignedAskError::NotAnAsk(digest));
+    }
+    let order_ref = signed_ref(
+        &signed.order,
+        signed.expiry,
+        signed.nonce,
+        signed.signature.clone(),
+    );
+    let computed = signed_order_digest(&order_ref.order, signed.expiry, signed.nonce, domain);
+    if computed != digest || signed.digest != digest {
+        return Err(SignedAskError::WrongDigest {
+            asked: digest,
+            served: signed.digest,
+            computed,
+        });
+    }
+    let signer = recover_signed_order(&order_ref, domain)
+        .map_err(|source| SignedAskError::Signature { digest, source })?;
+    if signer != signed.order.author {
+        return Err(SignedAskError::NotAuthor {
+            digest,
+            signer,
+            author: signed.order.author,
+        });
+    }
+    if signed.expiry < now.saturating_add(SIGNED_ASK_MARGIN_S) {
+        return Err(SignedAskError::Expiring {
+            digest,
+            expiry: signed.expiry,
+            now,
+        });
+    }
+    Ok(order_ref)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,5 +682,88 @@ mod tests {
         // The supplier listed us.
         ctx.blacklists.insert((Address::repeat_byte(1), me));
         assert!(matching_asks(&asks, &q, me, &ctx).is_empty());
+    }
+
+    /// A signed ask by dev key 1, as a DWH would serve it, and the domain it is signed under.
+    fn served_ask(expiry: u64) -> (SignedOrder, Eip712Domain) {
+        let key: alloy::signers::local::PrivateKeySigner =
+            sonm_contracts::anvil::DEV_KEYS[1].parse().unwrap();
+        let domain = sonm_contracts::market_domain(31337, Address::repeat_byte(0x4d));
+        let order = Order {
+            author: key.address(),
+            ..ask(0, 500, 2, 0)
+        };
+        let nonce = U256::from(3);
+        let r = sonm_contracts::sign_order(&key, &order, expiry, nonce, &domain).unwrap();
+        let digest = signed_order_digest(&r.order, expiry, nonce, &domain);
+        let signed = SignedOrder {
+            order,
+            expiry,
+            nonce,
+            signature: r.signature,
+            digest,
+        };
+        (signed, domain)
+    }
+
+    #[test]
+    fn a_signed_ask_is_bought_only_as_its_author_signed_it() {
+        let now = 1_000_000;
+        let (good, domain) = served_ask(now + 3600);
+        let d = good.digest;
+        let r = verify_signed_ask(&good, d, &domain, now).unwrap();
+        assert_eq!(
+            (r.id, r.nonce, r.expiry),
+            (U256::ZERO, U256::from(3), now + 3600)
+        );
+
+        // A field changed after signing: it no longer hashes to the digest asked for.
+        let mut cheaper = good.clone();
+        cheaper.order.price = 1;
+        assert!(matches!(
+            verify_signed_ask(&cheaper, d, &domain, now),
+            Err(SignedAskError::WrongDigest { .. })
+        ));
+        // Another order served for the digest asked for.
+        assert!(matches!(
+            verify_signed_ask(&good, B256::repeat_byte(1), &domain, now),
+            Err(SignedAskError::WrongDigest { .. })
+        ));
+        // Re-attributed to someone else, digest recomputed to match: the signature is not theirs.
+        let mut stolen = good.clone();
+        stolen.order.author = Address::repeat_byte(7);
+        stolen.digest = signed_order_digest(
+            &sonm_contracts::chain_order(&stolen.order),
+            stolen.expiry,
+            stolen.nonce,
+            &domain,
+        );
+        assert!(matches!(
+            verify_signed_ask(&stolen, stolen.digest, &domain, now),
+            Err(SignedAskError::NotAuthor { .. })
+        ));
+        // Another chain's Market.
+        let other = sonm_contracts::market_domain(1, Address::repeat_byte(0x4d));
+        assert!(verify_signed_ask(&good, d, &other, now).is_err());
+        // A garbled signature.
+        let mut garbled = good.clone();
+        garbled.signature = alloy::primitives::Bytes::from(vec![0u8; 64]);
+        assert!(matches!(
+            verify_signed_ask(&garbled, d, &domain, now),
+            Err(SignedAskError::Signature { .. })
+        ));
+        // A bid.
+        let mut bid = good.clone();
+        bid.order.order_type = OrderType::Bid;
+        assert_eq!(
+            verify_signed_ask(&bid, d, &domain, now),
+            Err(SignedAskError::NotAnAsk(d))
+        );
+        // Less than a minute left.
+        let (soon, domain) = served_ask(now + SIGNED_ASK_MARGIN_S - 1);
+        assert!(matches!(
+            verify_signed_ask(&soon, soon.digest, &domain, now),
+            Err(SignedAskError::Expiring { .. })
+        ));
     }
 }

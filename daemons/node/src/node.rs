@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use alloy::primitives::U256;
+use alloy::primitives::{B256, U256};
 use alloy::signers::local::PrivateKeySigner;
-use sonm_contracts::Addresses;
+use sonm_contracts::{Addresses, Market, placed_ref};
+use sonm_dwh_client::SignedOrder;
 use sonm_market::{
     Address, DealId, MAX_PRICE, Order, OrderId, OrderType, durations_agree, frozen_sum,
 };
@@ -25,7 +26,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::market::{
     AskQuery, AskSource, ChainAsks, Dwh, DwhAsks, candidate_asks, matching_asks,
-    sort_cheapest_first,
+    sort_cheapest_first, verify_signed_ask,
 };
 use crate::records::{
     ChangeRequestView, ChangeStatus, OrderRecord, OrderStatus, OrderView, ProfileView,
@@ -242,6 +243,44 @@ impl Node {
         Ok(found)
     }
 
+    /// The signed asks of the DWH's book matching `query`, cheapest first, at most
+    /// `query.limit`; none without a DWH. Each is checked as [`Node::quick_buy_signed`] checks
+    /// it, and one that fails is left out (and logged): a DWH is not trusted.
+    pub fn find_signed_asks(&self, query: &AskQuery) -> Result<Vec<SignedOrder>, ApiError> {
+        let Some(dwh) = &self.dwh else {
+            return Ok(Vec::new());
+        };
+        let me = self.address();
+        let (domain, now) = (self.chain.market_domain(), unix_now());
+        // Some of the cheapest may not match: read a few pages' worth.
+        let listed = dwh.signed_asks(query, query.limit.saturating_mul(4).max(100))?;
+        let usable: Vec<SignedOrder> = listed
+            .into_iter()
+            .filter(|s| match verify_signed_ask(s, s.digest, &domain, now) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a signed ask from the DWH left out");
+                    false
+                }
+            })
+            .collect();
+        let candidates =
+            candidate_asks(usable.iter().map(|s| s.order.clone()).collect(), query, me);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ctx = block_on(self.chain.match_context(me, &candidates))?;
+        let matching = matching_asks(&candidates, query, me, &ctx);
+        // Signed asks carry id 0: judged by their order, equal orders alike.
+        let mut found: Vec<SignedOrder> = usable
+            .into_iter()
+            .filter(|s| matching.contains(&s.order))
+            .collect();
+        found.sort_by_key(|s| (s.order.price, s.digest));
+        found.truncate(query.limit);
+        Ok(found)
+    }
+
     /// Buys ask `ask_id` for `duration` seconds (0: spot) with `quickBuy`, approving the Market
     /// to pull SNM first if it may not. Returns the new deal.
     pub fn quick_buy(&self, ask_id: OrderId, duration: u64) -> Result<DealView, ApiError> {
@@ -250,24 +289,53 @@ impl Node {
             .active_ask(ask_id)?
             .ok_or_else(|| ApiError::NotFound(format!("no active ask {ask_id}")))?;
         if !durations_agree(duration, ask.duration) {
-            return Err(ApiError::BadRequest(if ask.duration == 0 {
-                format!("ask {ask_id} is spot: buy it with duration 0")
-            } else {
-                format!(
-                    "ask {ask_id} lasts {} s: duration must be between 1 and that",
-                    ask.duration
-                )
-            }));
+            return Err(ApiError::BadRequest(duration_refusal(
+                &format!("ask {ask_id}"),
+                ask.duration,
+            )));
         }
-        let blocked = frozen_sum(ask.price, duration)
-            .map_err(|e| ApiError::BadRequest(format!("ask {ask_id}: {e}")))?;
-        let deal = {
-            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            block_on(self.chain.ensure_allowance(U256::from(blocked)))?;
-            block_on(self.chain.quick_buy(&ask, duration))?
-        };
+        let deal = self.buy(&ask, placed_ref(&ask), duration, &format!("ask {ask_id}"))?;
         tracing::info!(deal, ask = ask_id, supplier = %ask.author, "deal opened by quick-buy");
         self.deal(deal)
+    }
+
+    /// Buys the signed ask `digest` of the DWH's book for `duration` seconds (0: spot) with
+    /// `quickBuy`. The ask is checked here before anything is sent (its digest, its author's
+    /// signature over the Market's domain, a minute of life left): a DWH is not trusted.
+    pub fn quick_buy_signed(&self, digest: B256, duration: u64) -> Result<DealView, ApiError> {
+        let dwh = self.dwh.as_ref().ok_or_else(|| {
+            ApiError::BadRequest("signed asks are listed by a DWH: set dwh_url".into())
+        })?;
+        let signed = dwh
+            .signed_order(digest)?
+            .ok_or_else(|| ApiError::NotFound(format!("no live signed ask {digest}")))?;
+        let order_ref = verify_signed_ask(&signed, digest, &self.chain.market_domain(), unix_now())
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        let label = format!("signed ask {digest}");
+        if !durations_agree(duration, signed.order.duration) {
+            return Err(ApiError::BadRequest(duration_refusal(
+                &label,
+                signed.order.duration,
+            )));
+        }
+        let deal = self.buy(&signed.order, order_ref, duration, &label)?;
+        tracing::info!(deal, %digest, supplier = %signed.order.author, "deal opened by quick-buy of a signed ask");
+        self.deal(deal)
+    }
+
+    /// Approves what `quickBuy` of `ask` for `duration` blocks, if needed, and sends it.
+    fn buy(
+        &self,
+        ask: &Order,
+        order_ref: Market::OrderRef,
+        duration: u64,
+        label: &str,
+    ) -> Result<DealId, ApiError> {
+        let blocked = frozen_sum(ask.price, duration)
+            .map_err(|e| ApiError::BadRequest(format!("{label}: {e}")))?;
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        block_on(self.chain.ensure_allowance(U256::from(blocked)))?;
+        Ok(block_on(self.chain.quick_buy(order_ref, duration))?)
     }
 
     pub fn deal(&self, id: DealId) -> Result<DealView, ApiError> {
@@ -872,4 +940,20 @@ pub fn read_input_dir(dir: &Path) -> Result<Vec<sonm_worker::proto::File>, ApiEr
 pub enum TrackedStart {
     Wasm(StartWasm),
     Container(StartContainer),
+}
+
+/// Why `duration` cannot buy an ask (`label`) lasting `ask_duration` (0: spot).
+fn duration_refusal(label: &str, ask_duration: u64) -> String {
+    if ask_duration == 0 {
+        format!("{label} is spot: buy it with duration 0")
+    } else {
+        format!("{label} lasts {ask_duration} s: duration must be between 1 and that")
+    }
+}
+
+/// Seconds since the epoch, on this machine's clock (the chain's is close to it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_market::IdentityLevel;
+use sonm_market::{IdentityLevel, NetFlags, Order, OrderType};
 use sonm_worker::Config as WorkerConfig;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
@@ -392,6 +392,80 @@ dwh_url = "{dwh}"
         (v["listed"][0].as_str()?.eq_ignore_ascii_case(&who)).then_some(())
     })
     .unwrap_or_else(|| panic!("the blacklist through the DWH\nDWH log:\n{}", log(&dwh_log)));
+
+    // --- A signed ask (never placed: signed by its author, published to the DWH's book) is in
+    // the same search, cheapest first, and is bought by its digest; the deal is the author's.
+    let author: PrivateKeySigner = DEV_KEYS[3].parse().unwrap();
+    let addresses = sonm_contracts::Addresses::read(&addresses_path).unwrap();
+    let domain = sonm_contracts::market_domain(addresses.chain_id, addresses.contracts.market);
+    let signed_ask = Order {
+        id: 0,
+        order_type: OrderType::Ask,
+        author: author.address(),
+        counterparty: None,
+        duration: 0,
+        price: 900_000_000,
+        netflags: NetFlags::OUTBOUND,
+        identity_level: IdentityLevel::Anonymous,
+        blacklist: None,
+        tag: B256::ZERO,
+        benchmarks: "cpu-cores=1,ram-size=128MiB".parse().unwrap(),
+    };
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let nonce = U256::from(7);
+    let signature = sonm_contracts::sign_order(&author, &signed_ask, expiry, nonce, &domain)
+        .unwrap()
+        .signature;
+    let digest = sonm_dwh_client::Dwh::new(&dwh)
+        .post_signed_order(&signed_ask, expiry, nonce, &signature)
+        .unwrap()
+        .digest;
+    let (s, listed) = get(&orders, &spec).unwrap();
+    assert_eq!(s, 200, "{listed}");
+    let first = &listed["orders"][0];
+    assert_eq!(
+        (
+            first["digest"].as_str(),
+            first["id"].as_u64(),
+            first["price"].as_str()
+        ),
+        (
+            Some(digest.to_string().as_str()),
+            Some(0),
+            Some("900000000")
+        ),
+        "the signed ask is not the cheapest of the search: {listed}"
+    );
+    assert_eq!(first["expiry"], expiry);
+    let buy = |body: Value| post(&format!("{node}/v1/deals/quick-buy"), &body);
+    let (s, deal) = buy(serde_json::json!({ "signed_ask": digest, "duration": 0 }));
+    assert_eq!(s, 200, "{deal}\nnode log:\n{}", log(&node_log));
+    assert_eq!(
+        deal["supplier"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        author.address()
+    );
+    assert_eq!(
+        (deal["price"].as_str(), &deal["ask"]),
+        (Some("900000000"), &Value::Null)
+    );
+    // Its nonce is spent: refused by the chain (409) until the DWH drops it, then unknown (404).
+    let (s, v) = buy(serde_json::json!({ "signed_ask": digest, "duration": 0 }));
+    assert!(s == 409 || s == 404, "bought twice? {s} {v}");
+    // Unknown digests, and both or neither kind of ask named: refused before any transaction.
+    let (s, v) = buy(serde_json::json!({ "signed_ask": B256::repeat_byte(9), "duration": 0 }));
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, _) = buy(serde_json::json!({ "signed_ask": digest, "ask_id": 1, "duration": 0 }));
+    assert_eq!(s, 400);
+    let (s, _) = buy(serde_json::json!({ "duration": 0 }));
+    assert_eq!(s, 400);
 
     // Every query the node sent was one the DWH understood.
     let metrics = agent()
