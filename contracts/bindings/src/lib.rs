@@ -31,8 +31,8 @@ pub use deploy::{DeployConfig, DeployError, GateConfig, KeyError, deploy, load_s
 pub use logs::{LOG_WINDOW, QueryWindowed};
 pub use rpc::{Failover, FailoverOptions, RpcError, RpcUrls};
 pub use signed::{
-    HALF_N, SignError, SignatureError, market_domain, recover_signature, recover_signed_order,
-    sign_order, signed_order_digest, signed_ref,
+    HALF_N, SignError, SignatureError, market_domain, nonce_bit, nonce_masks, recover_signature,
+    recover_signed_order, sign_order, signed_order_digest, signed_ref,
 };
 pub use tx::{Refusal, TxError, TxOptions, TxSender};
 

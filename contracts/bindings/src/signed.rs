@@ -5,6 +5,8 @@
 //! someone else is checked with [`recover_signed_order`], under the Market's own rules for a
 //! signature.
 
+use std::collections::BTreeMap;
+
 use alloy::primitives::{Address, B256, Bytes, Signature, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
@@ -177,5 +179,42 @@ pub fn recover_signature(digest: &B256, bytes: &[u8]) -> Result<Address, Signatu
         // ecrecover's failure value, which the contracts refuse too.
         Ok(signer) if !signer.is_zero() => Ok(signer),
         _ => Err(SignatureError::Unrecoverable),
+    }
+}
+
+/// Where `nonce` lives in the Market's `nonceBitmap[author]`: its 256-nonce word (`nonce >> 8`)
+/// and its bit in that word (`1 << (nonce & 255)`).
+pub fn nonce_bit(nonce: U256) -> (U256, U256) {
+    let index = (nonce.as_limbs()[0] & 255) as usize;
+    (nonce >> 8, U256::from(1u8) << index)
+}
+
+/// The `cancelNonces(word, mask)` calls that withdraw every nonce of `nonces`: one per 256-nonce
+/// word, each with the bits of its nonces set, words ascending (one transaction per word however
+/// many orders it cancels).
+pub fn nonce_masks(nonces: impl IntoIterator<Item = U256>) -> Vec<(U256, U256)> {
+    let mut words: BTreeMap<U256, U256> = BTreeMap::new();
+    for nonce in nonces {
+        let (word, bit) = nonce_bit(nonce);
+        *words.entry(word).or_default() |= bit;
+    }
+    words.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_group_by_word_as_the_market_stores_them() {
+        let n = |v: u64| U256::from(v);
+        assert_eq!(nonce_bit(n(0)), (n(0), n(1)));
+        assert_eq!(nonce_bit(n(255)), (n(0), U256::from(1u8) << 255));
+        assert_eq!(nonce_bit(n(256 * 7 + 3)), (n(7), n(8)));
+        let masks = nonce_masks([n(513), n(1), n(3), n(1), n(512)]);
+        assert_eq!(masks, vec![(n(0), n(0b1010)), (n(2), n(0b11))]);
+        assert!(nonce_masks([]).is_empty());
+        let top = U256::MAX;
+        assert_eq!(nonce_masks([top]), vec![(top >> 8, U256::from(1u8) << 255)]);
     }
 }

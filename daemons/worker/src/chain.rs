@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use alloy::primitives::U256;
+use alloy::primitives::{B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use async_compat::Compat;
@@ -65,6 +65,16 @@ pub struct OpenedDeal {
     pub start: u64,
     /// The block it opened in: its logs are read from there.
     pub block: u64,
+    /// When the ask was one of our signed asks (`ask` is 0): its use, from the
+    /// `SignedOrderUsed` of the same deal.
+    pub signed: Option<SignedUse>,
+}
+
+/// A signed ask of ours spent by a deal (`SignedOrderUsed` with us as author).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedUse {
+    pub digest: B256,
+    pub nonce: U256,
 }
 
 /// A deal as its events tell it ([`sonm_contracts::DealSnapshot`]).
@@ -247,10 +257,22 @@ impl Chain {
         })
         .await
         .map_err(call_err("DealOpened logs"))?;
+        // Deals on signed asks (ask id 0) are told apart by their SignedOrderUsed, read only
+        // when there are any.
+        let uses = if logs.iter().any(|(e, _)| e.askId.is_zero()) {
+            self.signed_uses(from, to).await?
+        } else {
+            HashMap::new()
+        };
         logs.into_iter()
             .map(|(e, log)| {
                 Ok(OpenedDeal {
                     block: log.block_number.unwrap_or(from),
+                    signed: if e.askId.is_zero() {
+                        uses.get(&e.dealId).copied()
+                    } else {
+                        None
+                    },
                     id: u64::try_from(e.dealId).map_err(|_| ChainError::Range("deal id"))?,
                     consumer: e.consumer,
                     ask: order_id_from_chain(e.askId)?,
@@ -261,6 +283,71 @@ impl Chain {
                 })
             })
             .collect()
+    }
+
+    /// Our signed orders spent in blocks `from..=to` (`SignedOrderUsed` with us as author), by
+    /// the deal that spent each.
+    async fn signed_uses(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<HashMap<U256, SignedUse>, ChainError> {
+        let market = self.market();
+        let me = self.me.into_word();
+        let logs = Compat::new(async move {
+            market
+                .SignedOrderUsed_filter()
+                .topic2(me)
+                .from_block(from)
+                .to_block(to)
+                .query_windowed()
+                .await
+        })
+        .await
+        .map_err(call_err("SignedOrderUsed logs"))?;
+        Ok(logs
+            .into_iter()
+            .map(|(e, _)| {
+                let used = SignedUse {
+                    digest: e.digest,
+                    nonce: e.nonce,
+                };
+                (e.dealId, used)
+            })
+            .collect())
+    }
+
+    /// The Market's EIP-712 domain, which our signed asks are signed under.
+    pub fn domain(&self) -> alloy::sol_types::Eip712Domain {
+        sonm_contracts::market_domain(self.chain_id, self.market)
+    }
+
+    /// Cancels our signed orders whose nonces are `word × 256 + i` for each bit i of `mask`
+    /// (`cancelNonces`: one transaction however many bits); returns the gas it used.
+    pub async fn cancel_nonces(&self, word: U256, mask: U256) -> Result<u64, ChainError> {
+        let market = self.market();
+        let receipt = self
+            .send("cancelNonces", market.cancelNonces(word, mask))
+            .await?;
+        Ok(receipt.gas_used)
+    }
+
+    /// Our spent (used or cancelled) nonces in 256-nonce word `word`, as bits.
+    pub async fn nonce_bitmap(&self, word: U256) -> Result<U256, ChainError> {
+        let market = self.market();
+        let me = self.me;
+        Compat::new(async move { market.nonceBitmap(me, word).call().await })
+            .await
+            .map_err(call_err("nonceBitmap"))
+    }
+
+    /// Whether our signed-order nonce `nonce` is spent (used by a deal or cancelled).
+    pub async fn nonce_used(&self, nonce: U256) -> Result<bool, ChainError> {
+        let market = self.market();
+        let me = self.me;
+        Compat::new(async move { market.nonceUsed(me, nonce).call().await })
+            .await
+            .map_err(call_err("nonceUsed"))
     }
 
     /// Deal `id` rebuilt from its events (the worker knows it from its `DealOpened`, in block

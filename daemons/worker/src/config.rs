@@ -29,6 +29,16 @@
 //! rendezvous_address = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
 //! # Optional: Prometheus metrics over HTTP (keep it on localhost or a scrape network).
 //! metrics_listen = "127.0.0.1:9110"
+//! # Optional: the sonm-dwh that signed asks are published to (default: [autotrader]'s dwh_url).
+//! dwh_url = "http://127.0.0.1:8090"
+//!
+//! # How the plans' asks are offered: "placed" (default: placeOrder on chain, cancelOrder to
+//! # withdraw) or "signed" (signed off chain, published to the DWH, withdrawn with one
+//! # cancelNonces per 256 asks; needs dwh_url or [autotrader]'s). A signed ask expires
+//! # signed_ttl_s after it is signed and is signed again (same nonce) before that.
+//! [market]
+//! asks = "placed"
+//! signed_ttl_s = 3600
 //!
 //! [benchmarks]
 //! wasm_score_module = "/usr/share/sonm/wasm-score.wasm"
@@ -81,7 +91,22 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error(
+        "[market] asks = \"signed\" publishes the asks to a DWH: set dwh_url (or [autotrader]'s dwh_url)"
+    )]
+    SignedWithoutDwh,
+    #[error(
+        "[market] signed_ttl_s = {0}: it must be {MIN_SIGNED_TTL_S}..={MAX_SIGNED_TTL_S} seconds \
+         (the DWH takes signed orders that expire at most 7 days ahead)"
+    )]
+    SignedTtl(u64),
 }
+
+/// Shortest lifetime of a signed ask: it is signed again when a third of it is left, which
+/// must leave the chain loop (`poll_interval_ms`) a few rounds to do it.
+pub const MIN_SIGNED_TTL_S: u64 = 10;
+/// Longest: the DWH refuses a signed order expiring more than 7 days ahead.
+pub const MAX_SIGNED_TTL_S: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +166,12 @@ pub struct Config {
     /// Where to serve Prometheus metrics over HTTP (e.g. `127.0.0.1:9110`); none: not served.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The sonm-dwh that signed asks are published to; none: `[autotrader]`'s `dwh_url`.
+    #[serde(default)]
+    pub dwh_url: Option<String>,
+    /// How the plans' asks are offered (`[market]`).
+    #[serde(default)]
+    pub market: MarketConfig,
     #[serde(default)]
     pub benchmarks: BenchConfig,
     #[serde(default)]
@@ -150,6 +181,39 @@ pub struct Config {
     /// The autotrader and the matcher (`crate::autotrader`); none: the plans are `[[plans]]`.
     #[serde(default)]
     pub autotrader: Option<crate::autotrader::AutotraderConfig>,
+}
+
+/// `[market]`: how the plans' asks are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    #[serde(default)]
+    pub asks: AskMode,
+    /// Seconds a signed ask stays buyable after it is signed (its `expiry`); it is signed
+    /// again, with the same nonce, when a third of that is left.
+    #[serde(default = "default_signed_ttl")]
+    pub signed_ttl_s: u64,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        Self {
+            asks: AskMode::default(),
+            signed_ttl_s: default_signed_ttl(),
+        }
+    }
+}
+
+/// How a plan's ask reaches the market.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AskMode {
+    /// `placeOrder` on chain (≈ 69k gas; withdrawn with `cancelOrder`).
+    #[default]
+    Placed,
+    /// Signed off chain (EIP-712) and published to the DWH's signed-order book (free; withdrawn
+    /// with `cancelNonces`, one transaction per 256 asks).
+    Signed,
 }
 
 /// The worker's production metering (`wasm_metering`).
@@ -196,6 +260,9 @@ fn default_max_wall() -> u64 {
 }
 fn default_result_retention() -> u64 {
     24 * 3600
+}
+fn default_signed_ttl() -> u64 {
+    3600
 }
 
 /// A plan as written in the configuration (human units).
@@ -290,6 +357,8 @@ impl Config {
             rendezvous: None,
             rendezvous_address: None,
             metrics_listen: None,
+            dwh_url: None,
+            market: MarketConfig::default(),
             benchmarks: BenchConfig::default(),
             billing: BillingPolicy::default(),
             plans: Vec::new(),
@@ -298,10 +367,38 @@ impl Config {
     }
 
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What the types alone cannot say: signed asks need a DWH and a TTL the DWH takes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.market.asks == AskMode::Signed {
+            if self.dwh().is_none() {
+                return Err(ConfigError::SignedWithoutDwh);
+            }
+            let ttl = self.market.signed_ttl_s;
+            if !(MIN_SIGNED_TTL_S..=MAX_SIGNED_TTL_S).contains(&ttl) {
+                return Err(ConfigError::SignedTtl(ttl));
+            }
+        }
+        Ok(())
+    }
+
+    /// The DWH: `dwh_url`, else `[autotrader]`'s.
+    pub fn dwh(&self) -> Option<&str> {
+        self.dwh_url
+            .as_deref()
+            .or(self.autotrader.as_ref().map(|a| a.dwh_url.as_str()))
+    }
+
+    /// Whether the plans' asks are signed and published rather than placed.
+    pub fn signed_asks(&self) -> bool {
+        self.market.asks == AskMode::Signed
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -386,6 +483,53 @@ mod tests {
             NetFlags::OUTBOUND.union(NetFlags::INBOUND)
         );
         assert!(Config::from_toml("state_dir = 1", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn signed_asks_need_a_dwh_and_a_ttl_the_dwh_takes() {
+        let base = "state_dir = \"/s\"\nkey_file = \"/k\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+                    addresses = \"/a\"\n";
+        let parse = |extra: &str| Config::from_toml(&format!("{base}{extra}"), Path::new("w"));
+        let placed = parse("").unwrap();
+        assert_eq!(placed.market.asks, AskMode::Placed);
+        assert!(!placed.signed_asks());
+        assert!(matches!(
+            parse("[market]\nasks = \"signed\"\n"),
+            Err(ConfigError::SignedWithoutDwh)
+        ));
+        let signed = parse("dwh_url = \"http://d:1\"\n[market]\nasks = \"signed\"\n").unwrap();
+        assert!(signed.signed_asks());
+        assert_eq!(signed.dwh(), Some("http://d:1"));
+        assert_eq!(signed.market.signed_ttl_s, 3600);
+        // The autotrader's DWH serves too.
+        let at =
+            parse("[market]\nasks = \"signed\"\n[autotrader]\ndwh_url = \"http://a:2\"\n").unwrap();
+        assert_eq!(at.dwh(), Some("http://a:2"));
+        for ttl in [0, MIN_SIGNED_TTL_S - 1, MAX_SIGNED_TTL_S + 1] {
+            let err = parse(&format!(
+                "dwh_url = \"http://d:1\"\n[market]\nasks = \"signed\"\nsigned_ttl_s = {ttl}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::SignedTtl(t) if t == ttl),
+                "{err}"
+            );
+        }
+        let err = parse("[market]\nasks = \"offchain\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let err = parse("[market]\nsigned = true\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        // The documented example's `[market]` is the default.
+        let doc: String = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.strip_prefix("//! ").unwrap_or("").to_owned() + "\n")
+            .collect();
+        let example = Config::from_toml(&doc, Path::new("example")).unwrap();
+        assert_eq!(example.market, MarketConfig::default());
+        assert_eq!(example.dwh(), Some("http://127.0.0.1:8090"));
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //!   own key or its confirmed master only; [`metrics`]: Prometheus counters (`metrics_listen`).
 //! - [`autotrader`]: `[autotrader]`, Optimus's view of the plans and the DWH client; the loop
 //!   that re-plans the box and takes matching bids runs in [`worker`].
+//! - [`signed`]: `[market] asks = "signed"`, which asks to sign, sign again, publish or withdraw,
+//!   and which plan a used nonce sold (pure); the signing, the DWH and `cancelNonces` run in
+//!   [`worker`].
 
 pub mod admin;
 pub mod autotrader;
@@ -35,6 +38,7 @@ pub mod plan;
 pub mod proto;
 pub mod receipt;
 pub mod results;
+pub mod signed;
 pub mod state;
 pub mod tasks;
 pub mod uploads;

@@ -1,6 +1,7 @@
 //! The worker's state in LMDB (heed), under `<state dir>/lmdb`: plans with their ask orders,
-//! deals, finished tasks with their receipts, the results kept on disk (`crate::results`), and
-//! a few counters. Every change is one write
+//! the plans' signed asks (`[market] asks = "signed"`), deals, finished tasks with their
+//! receipts, the results kept on disk (`crate::results`), and a few counters (the signed asks'
+//! nonces among them). Every change is one write
 //! transaction, so a restart (or a crash) finds the last committed state.
 //!
 //! Values are JSON (readable with `mdb_dump`, tolerant of added fields); keys are big-endian u64
@@ -8,7 +9,7 @@
 
 use std::path::Path;
 
-use alloy::primitives::B256;
+use alloy::primitives::{B256, Bytes as ByteString};
 use heed::byteorder::BE;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
@@ -54,6 +55,27 @@ pub struct PlanRecord {
     /// adopted instead of being placed twice.
     #[serde(default)]
     pub placing_since: Option<u64>,
+}
+
+/// A plan's ask signed off chain and published to the DWH (`[market] asks = "signed"`):
+/// everything `openDeal`/`quickBuy` take for it (`sonm_contracts::signed_ref`) and its EIP-712
+/// digest. Kept beside its plan's record, in a database of its own keyed by the plan's id, so
+/// that the plan record (and the admin protocol that carries it) stays what it is for placed
+/// asks. Deleted when a deal spends its nonce (with the deal's record, one transaction) or once
+/// its nonce is cancelled on chain; until then the plan's slice is not free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAsk {
+    pub plan: PlanId,
+    /// The ASK order as signed (id 0).
+    pub order: Order,
+    /// The last unix second at which the chain takes it; moved later by signing again.
+    pub expiry: u64,
+    /// Allocated by [`Store::next_ask_nonce`]: never given out twice by this state.
+    pub nonce: u64,
+    /// 65 bytes r, s, v.
+    pub signature: ByteString,
+    /// The EIP-712 digest of (order, expiry, nonce): how the DWH names it.
+    pub digest: B256,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +152,8 @@ const NEXT_TASK: &str = "next-task-id";
 const DEAL_SCAN: &str = "deal-scan-from-block";
 /// 1 while the supplier has the worker in maintenance (see `Worker::set_maintenance`).
 const MAINTENANCE: &str = "maintenance";
+/// The next nonce a signed ask may use (absent until the first is signed).
+const NEXT_ASK_NONCE: &str = "next-ask-nonce";
 
 /// The open store.
 #[derive(Debug, Clone)]
@@ -141,6 +165,8 @@ pub struct Store {
     meta: Database<'static, Str, Bytes>,
     /// Kept results by task id (only while their files are on disk).
     results: Database<'static, U64<BE>, Bytes>,
+    /// Signed asks by plan id.
+    signed_asks: Database<'static, U64<BE>, Bytes>,
 }
 
 type Dbs<'a> = (
@@ -148,6 +174,7 @@ type Dbs<'a> = (
     Database<'a, U64<BE>, Bytes>,
     Database<'a, U64<BE>, Bytes>,
     Database<'a, Str, Bytes>,
+    Database<'a, U64<BE>, Bytes>,
     Database<'a, U64<BE>, Bytes>,
 );
 
@@ -172,7 +199,7 @@ impl Store {
         })?;
         let env = open_env(dir)?;
         let wtxn = env.write_txn()?;
-        let (plans, deals, tasks, meta, results) = env
+        let (plans, deals, tasks, meta, results, signed_asks) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
                 let dbs: Dbs<'_> = (
                     dbo.create_database(wtxn, Some("plans"))?,
@@ -180,6 +207,7 @@ impl Store {
                     dbo.create_database(wtxn, Some("tasks"))?,
                     dbo.create_database(wtxn, Some("meta"))?,
                     dbo.create_database(wtxn, Some("results"))?,
+                    dbo.create_database(wtxn, Some("signed-asks"))?,
                 );
                 Ok(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
@@ -191,6 +219,7 @@ impl Store {
             tasks,
             meta,
             results,
+            signed_asks,
         })
     }
 
@@ -230,6 +259,26 @@ impl Store {
 
     pub fn next_task_id(&self) -> Result<TaskId, StateError> {
         self.next_id(NEXT_TASK)
+    }
+
+    /// Allocates a signed ask's nonce, durably, before anything is signed with it: the first is
+    /// `first`, then one more each time, so a restart never gives one out again (a crash after
+    /// the allocation only skips one).
+    pub fn next_ask_nonce(&self, first: u64) -> Result<u64, StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        let nonce = self
+            .meta
+            .get(&wtxn, NEXT_ASK_NONCE)?
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(first, u64::from_be_bytes);
+        let next = nonce.checked_add(1).ok_or(StateError::Corrupt {
+            what: "ask nonce",
+            message: "the counter is at its end".into(),
+        })?;
+        self.meta
+            .put(&mut wtxn, NEXT_ASK_NONCE, &next.to_be_bytes())?;
+        wtxn.commit()?;
+        Ok(nonce)
     }
 
     /// The first block not yet scanned for deals.
@@ -320,6 +369,41 @@ impl Store {
         if let Some(plan) = plan {
             self.plans.put(&mut wtxn, &plan.id, &encode(plan))?;
         }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// Records a new deal opened on a signed ask of `plan`, marks the plan sold and deletes its
+    /// signed ask (its nonce is spent), in one transaction.
+    pub fn open_signed_deal(&self, deal: &DealRecord, plan: PlanId) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.deals.put(&mut wtxn, &deal.id, &encode(deal))?;
+        self.signed_asks.delete(&mut wtxn, &plan)?;
+        if let Some(bytes) = self.plans.get(&wtxn, &plan)? {
+            let mut rec: PlanRecord = decode("plan", bytes)?;
+            rec.deal = Some(deal.id);
+            self.plans.put(&mut wtxn, &plan, &encode(&rec))?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    pub fn put_signed_ask(&self, ask: &SignedAsk) -> Result<(), StateError> {
+        self.put(self.signed_asks, ask.plan, ask)
+    }
+
+    pub fn signed_ask(&self, plan: PlanId) -> Result<Option<SignedAsk>, StateError> {
+        self.get("signed ask", self.signed_asks, plan)
+    }
+
+    /// Every signed ask, by plan id.
+    pub fn signed_asks(&self) -> Result<Vec<SignedAsk>, StateError> {
+        self.all("signed ask", self.signed_asks)
+    }
+
+    pub fn delete_signed_ask(&self, plan: PlanId) -> Result<(), StateError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.signed_asks.delete(&mut wtxn, &plan)?;
         wtxn.commit()?;
         Ok(())
     }
@@ -446,6 +530,91 @@ mod tests {
         assert_eq!(store.next_task_id().unwrap(), 2);
         store.delete_plan(1).unwrap();
         assert!(store.plan(1).unwrap().is_none());
+    }
+
+    #[test]
+    fn signed_asks_and_their_nonces_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = PlanRecord {
+            id: 3,
+            spec: PlanSpec {
+                name: "p".into(),
+                slice: Resources::default(),
+                netflags: NetFlags::OUTBOUND,
+                price: 5,
+                duration: 0,
+                identity_level: IdentityLevel::Anonymous,
+            },
+            ask: None,
+            deal: None,
+            removing: false,
+            placing_since: None,
+        };
+        let ask = SignedAsk {
+            plan: 3,
+            order: crate::plan::ask_order(
+                Address::repeat_byte(1),
+                &plan.spec,
+                sonm_market::Benchmarks::ZERO,
+            ),
+            expiry: 1_000,
+            nonce: 0,
+            signature: ByteString::from(vec![7u8; 65]),
+            digest: B256::repeat_byte(9),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                store.next_ask_nonce(500).unwrap(),
+                500,
+                "the first is `first`"
+            );
+            assert_eq!(
+                store.next_ask_nonce(9_000).unwrap(),
+                501,
+                "then the counter"
+            );
+            store.put_plan(&plan).unwrap();
+            store
+                .put_signed_ask(&SignedAsk {
+                    nonce: 501,
+                    ..ask.clone()
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.next_ask_nonce(0).unwrap(),
+            502,
+            "never given out twice"
+        );
+        let kept = SignedAsk { nonce: 501, ..ask };
+        assert_eq!(store.signed_asks().unwrap(), vec![kept.clone()]);
+        assert_eq!(store.signed_ask(3).unwrap(), Some(kept.clone()));
+        // A deal on it: recorded, the plan sold and the ask gone, together.
+        let deal = DealRecord {
+            id: 8,
+            consumer: Address::repeat_byte(7),
+            ask: 0,
+            bid: 2,
+            plan: Some(3),
+            price: 5,
+            duration: 0,
+            start: 1,
+            last_bill: 1,
+            state: DealState::Active,
+            closed_at: None,
+            opened_block: Some(4),
+        };
+        store.open_signed_deal(&deal, 3).unwrap();
+        assert_eq!(store.signed_ask(3).unwrap(), None);
+        assert_eq!(store.plan(3).unwrap().unwrap().deal, Some(8));
+        assert_eq!(store.deal(8).unwrap(), Some(deal));
+        store
+            .put_signed_ask(&SignedAsk { plan: 4, ..kept })
+            .unwrap();
+        store.delete_signed_ask(4).unwrap();
+        assert!(store.signed_asks().unwrap().is_empty());
     }
 
     #[test]

@@ -34,6 +34,8 @@ mod autotrade;
 pub use autotrade::{Autotrader, Round};
 // Staged uploads, chunked downloads and log reads of the task protocol.
 mod transfer;
+// Signed asks (`[market] asks = "signed"`): signing, publishing to the DWH, cancelling nonces.
+mod signed;
 
 /// Largest output a task may leave (kept on disk and downloaded in chunks; a container's is
 /// still read back through memory once, see `containers`).
@@ -88,6 +90,8 @@ pub enum WorkerError {
     Rendezvous(#[from] sonm_rendezvous::ClientError),
     #[error(transparent)]
     Autotrader(#[from] crate::autotrader::AutotraderError),
+    #[error("signing an ask: {0}")]
+    Sign(#[from] sonm_contracts::SignError),
     #[error("rendezvous server {0:?} is not a host:port that resolves")]
     RendezvousAddr(String),
     #[error("{what}: {source}")]
@@ -124,6 +128,10 @@ pub struct Worker {
     metrics: Metrics,
     /// Staged uploads in `<state>/uploads` (see [`crate::uploads`]).
     uploads: crate::uploads::Uploads,
+    /// The DWH the signed asks are published to (`[market] asks = "signed"` only).
+    dwh: Option<sonm_dwh_client::Dwh>,
+    /// The DWH did not answer the last publication (logged once per outage).
+    dwh_down: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,10 +142,29 @@ fn now() -> u64 {
     bench::unix_now()
 }
 
+/// The record of a deal just opened on one of our asks, sold from `plan`.
+fn new_deal_record(opened: &crate::chain::OpenedDeal, plan: Option<PlanId>) -> DealRecord {
+    DealRecord {
+        id: opened.id,
+        consumer: opened.consumer,
+        ask: opened.ask,
+        bid: opened.bid,
+        plan,
+        price: opened.price,
+        duration: opened.duration,
+        start: opened.start,
+        last_bill: opened.start,
+        state: DealState::Active,
+        closed_at: None,
+        opened_block: Some(opened.block),
+    }
+}
+
 impl Worker {
     /// Opens the worker: state, key, benchmarks (measured at first start), chain, plans from the
     /// store reconciled with the configuration's (by name).
     pub async fn open(config: Config) -> Result<Self, WorkerError> {
+        config.validate()?;
         let state_dir = config.state_dir.clone();
         std::fs::create_dir_all(&state_dir).map_err(|source| WorkerError::Io {
             what: format!("creating {}", state_dir.display()),
@@ -187,8 +214,9 @@ impl Worker {
         };
         let mut plans = Plans::new(capacity, config.offered_netflags()?);
         for rec in store.plans()? {
-            // A plan being withdrawn no longer holds its slice, unless a deal still runs on it.
-            if rec.removing && rec.deal.is_none() {
+            // A plan being withdrawn no longer holds its slice, unless a deal still runs on it
+            // or its signed ask can still be bought.
+            if rec.removing && rec.deal.is_none() && store.signed_ask(rec.id)?.is_none() {
                 continue;
             }
             if let Err(e) = plans.add(rec.id, rec.spec.clone()) {
@@ -252,6 +280,12 @@ impl Worker {
         if maintenance {
             tracing::info!("maintenance is on (kept from before the restart): no asks placed");
         }
+        // Only where asks are signed: the DWH is not otherwise the worker's (the autotrader
+        // keeps its own client).
+        let dwh = config
+            .signed_asks()
+            .then(|| config.dwh().map(sonm_dwh_client::Dwh::new))
+            .flatten();
         let worker = Self {
             config,
             signer,
@@ -270,6 +304,8 @@ impl Worker {
             sockets: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             uploads: transfer::open_uploads(&state_dir)?,
+            dwh,
+            dwh_down: std::sync::atomic::AtomicBool::new(false),
         };
         worker.apply_config_plans()?;
         Ok(worker)
@@ -325,6 +361,9 @@ impl Worker {
     /// Withdraws the asks of the plans without a deal and places them again (admin request);
     /// returns the plans whose ask was withdrawn.
     pub async fn replace_asks(&self) -> Result<Vec<PlanId>, WorkerError> {
+        if self.config.signed_asks() {
+            return self.replace_signed_asks().await;
+        }
         let mut withdrawn = Vec::new();
         {
             let _chain = self.chain_lock.lock().await;
@@ -405,8 +444,8 @@ impl Worker {
         Ok(id)
     }
 
-    /// Marks a plan for removal: its ask is withdrawn (cancelOrder) by the next sync and its
-    /// slice freed. A plan under an active deal is refused.
+    /// Marks a plan for removal: its ask is withdrawn (cancelOrder, or cancelNonces for a
+    /// signed ask) by the next sync and its slice freed. A plan under an active deal is refused.
     pub fn remove_plan(&self, id: PlanId) -> Result<(), WorkerError> {
         let mut plans = lock(&self.plans);
         let rec = self.store.plan(id)?.ok_or(PlanError::Unknown(id))?;
@@ -415,7 +454,10 @@ impl Worker {
         }
         // Freed at once for new plans: the old ask can still be taken until it is cancelled, but
         // then the deal's slice is accounted below the capacity of the box all the same.
-        let _ = plans.remove(id);
+        // A signed ask's slice is freed by the sync, once its nonce is cancelled.
+        if self.store.signed_ask(id)?.is_none() {
+            let _ = plans.remove(id);
+        }
         self.store.put_plan(&PlanRecord {
             removing: true,
             ..rec
@@ -494,7 +536,13 @@ impl Worker {
     /// Places an ask for every plan that has none (and no deal), withdraws removed plans' asks;
     /// in maintenance, withdraws every ask and places none.
     pub async fn sync_plans(&self) -> Result<(), WorkerError> {
+        if self.config.signed_asks() {
+            return self.sync_signed_asks().await;
+        }
         let _chain = self.chain_lock.lock().await;
+        // Signed asks left from `asks = "signed"` are withdrawn first (none in a state that
+        // only ever placed its asks: nothing is read from the chain then).
+        self.withdraw_leftover_signed_locked().await?;
         let capacity = lock(&self.plans).capacity();
         let maintenance = self.in_maintenance();
         for mut rec in self.store.plans()? {
@@ -613,6 +661,10 @@ impl Worker {
             if self.store.deal(opened.id)?.is_some() {
                 continue;
             }
+            if let Some(used) = opened.signed {
+                self.record_signed_deal(&opened, used)?;
+                continue;
+            }
             let mut plan = self
                 .store
                 .plans()?
@@ -622,20 +674,7 @@ impl Worker {
                 p.ask = None;
                 p.deal = Some(opened.id);
             }
-            let rec = DealRecord {
-                id: opened.id,
-                consumer: opened.consumer,
-                ask: opened.ask,
-                bid: opened.bid,
-                plan: plan.as_ref().map(|p| p.id),
-                price: opened.price,
-                duration: opened.duration,
-                start: opened.start,
-                last_bill: opened.start,
-                state: DealState::Active,
-                closed_at: None,
-                opened_block: Some(opened.block),
-            };
+            let rec = new_deal_record(&opened, plan.as_ref().map(|p| p.id));
             self.store.open_deal(&rec, plan.as_ref())?;
             tracing::info!(deal = rec.id, consumer = %rec.consumer, ask = rec.ask,
                 plan = ?rec.plan, duration = rec.duration, "deal opened");

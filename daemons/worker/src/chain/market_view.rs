@@ -91,9 +91,19 @@ impl Chain {
 
     /// `openDeal(ask, bid)`, as anyone may call it (here: the ask's supplier taking a bid).
     pub async fn open_deal(&self, ask: &Order, bid: &Order) -> Result<DealId, ChainError> {
+        self.open_deal_ref(placed_ref(ask), bid).await
+    }
+
+    /// `openDeal(ask, placed bid)` with our ask as a reference: placed, or signed
+    /// (`sonm_contracts::signed_ref`).
+    pub async fn open_deal_ref(
+        &self,
+        ask: Market::OrderRef,
+        bid: &Order,
+    ) -> Result<DealId, ChainError> {
         const WHAT: &str = "openDeal";
         let market = self.market();
-        let call = market.openDeal(placed_ref(ask), placed_ref(bid));
+        let call = market.openDeal(ask, placed_ref(bid));
         let receipt = self.send(WHAT, call).await?;
         let event = tx::event::<Market::DealOpened>(WHAT, &receipt)?;
         u64::try_from(event.dealId).map_err(|_| ChainError::Range("deal id"))

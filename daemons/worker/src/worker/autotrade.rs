@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use sonm_contracts::{Addresses, TxError};
+use alloy::primitives::U256;
+use sonm_contracts::{Addresses, TxError, signed_ref};
 use sonm_market::{Address, DealId, IdentityLevel, Mismatch, Order, OrderId, StaticContext};
 use sonm_optimus::{Action, Floor, Optimus, Outcome};
 
@@ -22,6 +23,9 @@ use crate::plan::PlanId;
 
 /// How many of the DWH's best matches of one ask are tried in a round.
 const MATCHES_PER_ASK: usize = 5;
+/// A signed ask that expires within this many seconds of the chain's time is not used to open
+/// a deal (the transaction lands a block later); the chain loop signs it again first.
+const SIGNED_EXPIRY_MARGIN_S: u64 = 2;
 
 /// What the loop keeps between rounds.
 #[derive(Debug)]
@@ -193,7 +197,34 @@ impl Worker {
             other => tracing::debug!(outcome = ?other, bids = bids.len(), "autotrader: plans kept"),
         }
         round.outcome = Some(d.outcome.clone());
-        for action in d.actions {
+        let mut actions = d.actions;
+        if self.config.signed_asks() {
+            // All the cancels at once: one cancelNonces per 256-nonce word for every ask.
+            let cancels: Vec<PlanId> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Cancel(id) => Some(*id),
+                    Action::Place(_) => None,
+                })
+                .collect();
+            actions.retain(|a| matches!(a, Action::Place(_)));
+            if !cancels.is_empty() {
+                match self.withdraw_signed_for_replan(&cancels).await {
+                    Ok(cancelled) => {
+                        for id in cancels {
+                            if cancelled.contains(&id) {
+                                tracing::info!(plan = id, "autotrader: plan and its ask cancelled");
+                                round.cancelled.push(id);
+                            } else {
+                                tracing::info!(plan = id, "autotrader: plan kept: a deal took it");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(plans = ?cancels, "autotrader: cancelling: {e}"),
+                }
+            }
+        }
+        for action in actions {
             match action {
                 Action::Cancel(id) => match self.withdraw_for_replan(id).await {
                     Ok(true) => {
@@ -292,6 +323,17 @@ impl Worker {
     async fn drop_dead_asks(&self) -> Result<(), WorkerError> {
         let _chain = self.chain_lock.lock().await;
         self.sync_deals_locked().await?;
+        if self.config.signed_asks() {
+            // Signed asks whose nonce is spent without a deal of ours: forgotten likewise.
+            let plans: Vec<PlanId> = self
+                .store
+                .plans()?
+                .into_iter()
+                .filter(|p| !p.removing && p.deal.is_none())
+                .map(|p| p.id)
+                .collect();
+            self.forget_spent_signed_locked(&plans).await?;
+        }
         let mut dead = Vec::new();
         for rec in self.store.plans()? {
             if let Some(ask) = &rec.ask
@@ -337,6 +379,9 @@ impl Worker {
         open: &[Order],
         round: &mut Round,
     ) -> Result<(), WorkerError> {
+        if self.config.signed_asks() {
+            return self.match_signed_asks(at, open, round).await;
+        }
         for rec in self.store.plans()? {
             let Some(ask) = rec.ask.clone() else { continue };
             if rec.removing || rec.deal.is_some() {
@@ -356,31 +401,122 @@ impl Worker {
             bids.sort_by_key(|b| Some(b.id) != sized_for);
             bids.retain(|b| !at.refused.contains(&b.id));
             for bid in &bids {
-                match self.take_bid(&ask, bid).await {
-                    Ok(Take::Opened(deal)) => {
-                        tracing::info!(deal, plan = rec.id, ask = ask.id, bid = bid.id,
-                            consumer = %bid.author, price = ask.price,
-                            income_per_hour = per_hour(ask.price), "matcher: deal opened");
-                        round.deals.push(deal);
-                        break;
-                    }
-                    Ok(Take::BidGone) => {
-                        tracing::debug!(bid = bid.id, "matcher: bid already taken or cancelled")
-                    }
-                    Ok(Take::AskGone) => break,
-                    Ok(Take::Refused(m)) => {
-                        tracing::info!(bid = bid.id, ask = ask.id, rule = ?m,
-                            "matcher: the chain's view refuses this bid; left out from now on");
-                        at.refused.insert(bid.id);
-                    }
-                    Err(e) => {
-                        tracing::warn!(bid = bid.id, ask = ask.id, "matcher: {e}");
-                        break;
-                    }
+                let taken = self.take_bid(&ask, bid).await;
+                if after_take(
+                    at,
+                    round,
+                    taken,
+                    rec.id,
+                    &format!("order {}", ask.id),
+                    bid,
+                    ask.price,
+                ) {
+                    break;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The matcher for signed asks: the DWH's matches are computed for placed orders, so the
+    /// round's open bids are matched here, by the one match rule, against each signed ask of a
+    /// plan for sale (the bid its plan was sized for first), and the first that the chain's
+    /// view accepts is taken with `openDeal(signed ask, placed bid)`.
+    async fn match_signed_asks(
+        &self,
+        at: &mut Autotrader,
+        open: &[Order],
+        round: &mut Round,
+    ) -> Result<(), WorkerError> {
+        let asks = self.store.signed_asks()?;
+        if asks.is_empty() {
+            return Ok(());
+        }
+        let plans = self.store.plans()?;
+        let bids: Vec<Order> = open
+            .iter()
+            .filter(|b| !at.refused.contains(&b.id))
+            .cloned()
+            .collect();
+        // Bidders' levels are read only when an ask asks for one.
+        let level = asks
+            .iter()
+            .map(|a| a.order.identity_level)
+            .max()
+            .unwrap_or_default();
+        let ctx = self.planning_context(&bids, level).await?;
+        for ask in asks {
+            let Some(rec) = plans.iter().find(|p| p.id == ask.plan) else {
+                continue;
+            };
+            if rec.removing || rec.deal.is_some() {
+                continue;
+            }
+            let sized_for = crate::autotrader::optimus_purpose(&rec.spec.name).flatten();
+            let mut ids = sonm_market::scan_best_bids(&bids, &ask.order, MATCHES_PER_ASK, &ctx);
+            if let Some(own) = sized_for
+                && bids.iter().any(|b| b.id == own)
+                && !ids.contains(&own)
+            {
+                ids.push(own);
+            }
+            // Stable: the rest stay best-paying first.
+            ids.sort_by_key(|id| Some(*id) != sized_for);
+            for id in ids {
+                let Some(bid) = bids.iter().find(|b| b.id == id) else {
+                    continue;
+                };
+                if at.refused.contains(&id) {
+                    continue;
+                }
+                let taken = self.take_bid_signed(ask.plan, ask.nonce, bid).await;
+                let label = format!("signed nonce {}", ask.nonce);
+                if after_take(at, round, taken, rec.id, &label, bid, ask.order.price) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `bid` with plan `plan`'s signed ask (nonce `nonce`, its latest version) if the ask
+    /// is still ours to sell (not spent, not about to expire), the bid is active exactly as
+    /// read, and the match rule accepts them with the chain's view.
+    async fn take_bid_signed(
+        &self,
+        plan: PlanId,
+        nonce: u64,
+        bid: &Order,
+    ) -> Result<Take, WorkerError> {
+        let _chain = self.chain_lock.lock().await;
+        let Some(ask) = self.store.signed_ask(plan)?.filter(|a| a.nonce == nonce) else {
+            return Ok(Take::AskGone);
+        };
+        // The deal opens a block later: an ask that expires by then is signed again first.
+        let chain_now = self.chain.chain_time().await?;
+        if ask.expiry <= chain_now.saturating_add(SIGNED_EXPIRY_MARGIN_S)
+            || self.chain.nonce_used(U256::from(nonce)).await?
+        {
+            return Ok(Take::AskGone);
+        }
+        if !self.chain.order_live(bid).await? {
+            return Ok(Take::BidGone);
+        }
+        let ctx = self.chain.match_context(bid, &ask.order).await?;
+        if let Err(m) = sonm_market::check_match(bid, &ask.order, &ctx) {
+            return Ok(Take::Refused(m));
+        }
+        let ask_ref = signed_ref(&ask.order, ask.expiry, U256::from(nonce), ask.signature);
+        match self.chain.open_deal_ref(ask_ref, bid).await {
+            Ok(deal) => {
+                // Maps the deal to the plan through its SignedOrderUsed.
+                self.sync_deals_locked().await?;
+                Ok(Take::Opened(deal))
+            }
+            // Taken or cancelled between our read and the send (nothing was sent).
+            Err(ChainError::Tx(TxError::Refused { .. })) => Ok(Take::BidGone),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Takes `bid` for our `ask` if the chain still holds both exactly as read and the match
@@ -405,6 +541,43 @@ impl Worker {
             // Taken between our read and the send (the chain refused: nothing was sent).
             Err(ChainError::Tx(TxError::Refused { .. })) => Ok(Take::BidGone),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Logs and records how taking `bid` with plan `plan`'s ask (`ask` names it in the logs) at
+/// `price` went; `true` when no further bid should be tried for this ask (a deal opened, the
+/// ask gone, or an error).
+fn after_take(
+    at: &mut Autotrader,
+    round: &mut Round,
+    taken: Result<Take, WorkerError>,
+    plan: PlanId,
+    ask: &str,
+    bid: &Order,
+    price: u128,
+) -> bool {
+    match taken {
+        Ok(Take::Opened(deal)) => {
+            tracing::info!(deal, plan, ask, bid = bid.id, consumer = %bid.author, price,
+                income_per_hour = per_hour(price), "matcher: deal opened");
+            round.deals.push(deal);
+            true
+        }
+        Ok(Take::BidGone) => {
+            tracing::debug!(bid = bid.id, "matcher: bid already taken or cancelled");
+            false
+        }
+        Ok(Take::AskGone) => true,
+        Ok(Take::Refused(m)) => {
+            tracing::info!(bid = bid.id, ask, rule = ?m,
+                "matcher: the chain's view refuses this bid; left out from now on");
+            at.refused.insert(bid.id);
+            false
+        }
+        Err(e) => {
+            tracing::warn!(bid = bid.id, ask, "matcher: {e}");
+            true
         }
     }
 }

@@ -9,4 +9,5 @@ mod containers;
 mod e2e;
 mod process;
 mod props;
+mod signed;
 mod transfer;
