@@ -9,6 +9,35 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+/// Sends `call` as a test transaction and returns its receipt, which must be a success (it
+/// panics otherwise, as a test does). Gas is the estimate with [`crate::gas_with_margin`], as
+/// the daemons send theirs: a bare estimate can fall short when the next block's timestamp
+/// takes a costlier path (a bill or a close across a billing boundary).
+pub async fn confirm<P: alloy::providers::Provider, D: alloy::contract::CallDecoder>(
+    what: &str,
+    call: alloy::contract::CallBuilder<P, D>,
+) -> alloy::rpc::types::TransactionReceipt {
+    let gas = call
+        .estimate_gas()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: estimating gas: {e}"));
+    let limit = crate::gas_with_margin(gas);
+    let receipt = call
+        .gas(limit)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .get_receipt()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        receipt.status(),
+        "{what} reverted (gas used {} of {limit})",
+        receipt.gas_used
+    );
+    receipt
+}
+
 /// Anvil's well-known development keys (accounts 0..3 of its default mnemonic), each
 /// funded with 10,000 ETH on a fresh anvil. For local chains only.
 pub const DEV_KEYS: [&str; 4] = [

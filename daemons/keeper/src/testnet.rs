@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::primitives::aliases::U96;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::{Filter, TransactionReceipt};
+use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use alloy::transports::http::reqwest::Url;
@@ -30,12 +29,7 @@ use sonm_contracts::{Addresses, DeployConfig, Gate, GateConfig, SNM};
 use crate::core::{GateRef, TransferKey};
 use crate::daemon::{self, ChainConfig, Config};
 
-/// Sends `call` and waits for its receipt, which must show success.
-pub async fn confirm<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>) -> TransactionReceipt {
-    let r = call.send().await.unwrap().get_receipt().await.unwrap();
-    assert!(r.status(), "the transaction reverted");
-    r
-}
+pub use sonm_contracts::anvil::confirm;
 
 /// How deep a lock must be before the keepers sign it.
 pub const CONFIRMATIONS: u64 = 3;
@@ -150,9 +144,12 @@ impl TestChain {
         let c = self.addresses.contracts;
         block_on(async {
             let token = SNM::new(c.snm, &p);
-            confirm(token.approve(c.gate, U256::from(amount))).await;
-            let r =
-                confirm(Gate::new(c.gate, &p).lock(to, U256::from(amount), U256::from(dst))).await;
+            confirm("approve", token.approve(c.gate, U256::from(amount))).await;
+            let r = confirm(
+                "lock",
+                Gate::new(c.gate, &p).lock(to, U256::from(amount), U256::from(dst)),
+            )
+            .await;
             let nonce = r.decoded_log::<Gate::Locked>().unwrap().data.nonce;
             u64::try_from(nonce).unwrap()
         })
@@ -162,7 +159,11 @@ impl TestChain {
     pub fn fund(&self, to: Address, snm: U256, eth: U256) {
         let p = signing_provider(self.anvil.endpoint().parse().unwrap(), signer(0));
         block_on(async {
-            confirm(SNM::new(self.addresses.contracts.snm, &p).transfer(to, snm)).await;
+            confirm(
+                "transfer",
+                SNM::new(self.addresses.contracts.snm, &p).transfer(to, snm),
+            )
+            .await;
             let _: serde_json::Value = p
                 .raw_request("anvil_setBalance".into(), (to, eth))
                 .await

@@ -315,6 +315,7 @@ fn a_keeper_frozen_on_chain_signs_nothing_and_the_others_pay() {
     let _k2 = net.start(2, &[]);
     let p = signing_provider(net.sonm.anvil.endpoint().parse().unwrap(), signer(0));
     let frozen_at = block_on(confirm(
+        "setFrozen",
         Gate::new(net.sonm.addresses.contracts.gate, &p).setFrozen(signer(2).address(), true),
     ))
     .block_number
@@ -362,6 +363,7 @@ fn a_threshold_raised_on_chain_is_followed_without_a_restart() {
     let _keepers = [net.start(1, &[]), net.start(2, &[]), net.start(3, &[])];
     let p = signing_provider(net.sonm.anvil.endpoint().parse().unwrap(), signer(0));
     block_on(confirm(
+        "setThreshold",
         Gate::new(net.sonm.addresses.contracts.gate, &p).setThreshold(3),
     ));
 

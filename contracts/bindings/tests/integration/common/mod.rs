@@ -29,18 +29,4 @@ pub fn unlocked(anvil: &Anvil) -> DynProvider {
     sonm_contracts::deploy::provider(url(anvil))
 }
 
-/// Sends `call` and waits for its receipt, which must be a success.
-pub async fn confirm<P: alloy::providers::Provider, D: alloy::contract::CallDecoder>(
-    what: &str,
-    call: alloy::contract::CallBuilder<P, D>,
-) -> alloy::rpc::types::TransactionReceipt {
-    let receipt = call
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-        .get_receipt()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(receipt.status(), "{what} reverted");
-    receipt
-}
+pub use sonm_contracts::anvil::confirm;

@@ -170,20 +170,7 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-pub async fn confirm<P: Provider, D: alloy::contract::CallDecoder>(
-    what: &str,
-    call: alloy::contract::CallBuilder<P, D>,
-) -> TransactionReceipt {
-    let receipt = call
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-        .get_receipt()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(receipt.status(), "{what} reverted");
-    receipt
-}
+pub use sonm_contracts::anvil::confirm;
 
 /// The market as the test expects it, kept by hand from what it did.
 #[derive(Debug, Default)]

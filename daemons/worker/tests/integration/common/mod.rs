@@ -9,7 +9,7 @@ use std::path::Path;
 use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
-use sonm_contracts::anvil::DEV_KEYS;
+use sonm_contracts::anvil::{DEV_KEYS, confirm};
 use sonm_contracts::deploy::SNM_WEI;
 use sonm_contracts::{
     Addresses, DealSnapshot, DeployConfig, Market, SNM, chain_order, deploy, market_order,
@@ -56,15 +56,11 @@ impl Customer {
     /// Lets the Market pull the customer's SNM (bids freeze, deals bill).
     pub async fn approve(&self) {
         let token = SNM::new(self.addresses.contracts.snm, &self.provider);
-        let r = token
-            .approve(self.addresses.contracts.market, U256::MAX)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status());
+        confirm(
+            "approve",
+            token.approve(self.addresses.contracts.market, U256::MAX),
+        )
+        .await;
     }
 
     /// Places a bid for `cores` and `ram` bytes at `price` for `duration`; returns it with id.
@@ -84,32 +80,22 @@ impl Customer {
                 .with(Benchmark::CpuCores, cores)
                 .with(Benchmark::RamSize, ram),
         };
-        let r = self
-            .market()
-            .placeOrder(chain_order(&bid))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "placeOrder(bid) reverted");
+        let r = confirm(
+            "placeOrder(bid)",
+            self.market().placeOrder(chain_order(&bid)),
+        )
+        .await;
         let event = r.decoded_log::<Market::OrderPlaced>().unwrap();
         market_order(order_id_from_chain(event.orderId).unwrap(), &event.order).unwrap()
     }
 
     /// Opens a deal from `ask` and `bid` (`openDeal`); returns its id.
     pub async fn open_deal(&self, ask: &Order, bid: &Order) -> u64 {
-        let r = self
-            .market()
-            .openDeal(placed_ref(ask), placed_ref(bid))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "openDeal reverted");
+        let r = confirm(
+            "openDeal",
+            self.market().openDeal(placed_ref(ask), placed_ref(bid)),
+        )
+        .await;
         r.decoded_log::<Market::DealOpened>()
             .unwrap()
             .dealId
@@ -124,16 +110,11 @@ impl Customer {
             .unwrap()
             .unwrap_or_else(|| panic!("deal {id} was never opened"))
             .state();
-        let r = self
-            .market()
-            .closeDeal(U256::from(id), state, false)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(r.status(), "closeDeal reverted");
+        confirm(
+            "closeDeal",
+            self.market().closeDeal(U256::from(id), state, false),
+        )
+        .await;
     }
 
     /// Moves the chain's clock forward and mines a block.
