@@ -4,7 +4,8 @@
 #   1. a local chain (anvil, 1 s blocks) with the real contracts, deployed by sonm-deploy,
 #      and sonm-dwh indexing it into LMDB;
 #   2. sonm-rendezvous, and a supplier's sonm-worker: it measures the box, sells a slice of it
-#      as an ask, and publishes itself to the rendezvous from its task service's socket;
+#      as an ask signed off chain and published to the DWH's book (nothing placed on chain),
+#      and publishes itself to the rendezvous from its task service's socket;
 #   3. a customer's sonm-node, searching the market through the DWH, driven through the sonm
 #      CLI: finds the ask, buys it, runs the example sha256 WASM job on a directory of input
 #      files on the worker (whose address the node is not told: it reaches the worker through
@@ -161,13 +162,18 @@ SONM_DEPLOY_KEY=$DEPLOYER_KEY "$BIN/sonm-deploy" --rpc-url "$RPC" --out "$STATE/
   --fund "$SUPPLIER" --fund "$CONSUMER" --fund-snm 1000 >"$STATE/deploy.log"
 echo "anvil on $RPC (chain 31337, 1 s blocks); contracts deployed and wired in $(since "$t")"
 echo "    addresses: $STATE/addresses.toml"
-# The DWH follows the chain from the deploy block. confirmations = 0: anvil seals every block
+# The DWH follows the chain from the deploy block. Behind the NAT the worker publishes its
+# signed asks to it from its namespace, through $HOST_IP: then it listens on every interface.
+DWH_BIND=$DWH_LISTEN
+WORKER_DWH=$DWH
+[[ "$HOST_IP" == 127.0.0.1 ]] || { DWH_BIND=0.0.0.0:${DWH_LISTEN#*:}; WORKER_DWH="http://$HOST_IP:${DWH_LISTEN#*:}"; }
+# confirmations = 0: anvil seals every block
 # itself, so this chain never reorganises (and the follower would undo a reorg anyway); any
 # lag would only delay the search by a block. On a public chain keep the default of 12.
 cat >"$STATE/dwh.toml" <<TOML
 endpoints = ["$RPC"]
 addresses = "$STATE/addresses.toml"
-listen = "$DWH_LISTEN"
+listen = "$DWH_BIND"
 data_dir = "$STATE/dwh"
 confirmations = 0
 poll_interval_ms = 250
@@ -221,6 +227,10 @@ netflags = "outbound"
 poll_interval_ms = 500
 rendezvous = "$RV_LISTEN"            # publishes itself there, from the task service's socket
 rendezvous_address = "$RV_ADDRESS"   # the server's identity, pinned
+dwh_url = "$WORKER_DWH"             # where its signed asks are published
+
+[market]
+asks = "signed"            # signed off chain, published to the DWH: no gas to offer or re-price
 
 [benchmarks]
 wasm_score_module = "$ROOT/wasm-runtime/jobs/build/wasm-score.wasm"
@@ -285,15 +295,18 @@ WANT="cpu-cores=1 ram-size=128MiB"
 t=$(ms)
 ASK=""
 for _ in $(seq 120); do
-  ASK=$(sonm --json market asks --benchmarks "$WANT" --max-price 2000000000000 | jq -r '.orders[0].id // empty')
+  # A signed ask is bought by its digest, a placed one by its id.
+  ASK=$(sonm --json market asks --benchmarks "$WANT" --max-price 2000000000000 |
+    jq -r '.orders[0] | (.digest // .id) // empty')
   [[ -n "$ASK" ]] && break
   sleep 0.5
 done
 [[ -n "$ASK" ]] || { echo "the worker's ask did not appear; see $STATE/worker.log" >&2; exit 1; }
 echo "asks matching \"$WANT\" at most 2e12 wei/s (found after $(since "$t")):"
 sonm market asks --benchmarks "$WANT" --max-price 2000000000000 | sed 's/^/    /'
-echo "the DWH's book (GET $DWH/v1/orders?type=ask): $(dwh '/v1/orders?type=ask' | jq '.items | length') active ask(s)"
-echo "market stats (GET $DWH/v1/stats?type=ask): $(dwh '/v1/stats?type=ask' |
+echo "the DWH's signed-order book (GET $DWH/v1/signed-orders?type=ask): $(dwh '/v1/signed-orders?type=ask' | jq '.items | length') live signed ask(s);" \
+  "on chain (GET $DWH/v1/orders?type=ask): $(dwh '/v1/orders?type=ask' | jq '.items | length') placed"
+echo "market stats of placed asks (GET $DWH/v1/stats?type=ask): $(dwh '/v1/stats?type=ask' |
   jq -r '"\(.orders) open ask(s), median price \(.price.p50 // "-") wei/s; classes: " +
     ([.classes[] | "\(.class.cores.min)-\(.class.cores.max) cores/\(.class.gpus.min)-\(.class.gpus.max) GPUs: \(.orders)"] | join(", "))')"
 t=$(ms)
@@ -372,7 +385,7 @@ done
 num() { grep -oE "\"$1\":[0-9]+" <<<"$DEAL_ROW" | head -1 | cut -d: -f2; }
 PAYOUT=$(num total_payout)
 echo "the deal as the DWH indexed it (GET $DWH/v1/deals/$DEAL):"
-echo "    deal $DEAL: $(jq -r .deal.status <<<"$DEAL_ROW"), ask $(jq -r .deal.ask <<<"$DEAL_ROW"), $(num price) wei/s," \
+echo "    deal $DEAL: $(jq -r .deal.status <<<"$DEAL_ROW"), ask $(jq -r '.deal.ask | if . == 0 or . == null then "signed" else . end' <<<"$DEAL_ROW"), $(num price) wei/s," \
   "$(jq -r .bills <<<"$DEAL_ROW") bill(s), paid out $PAYOUT SNM wei, refunded $(num refunded) SNM wei"
 [[ "$PAYOUT" == "$EARNED" ]] ||
   { echo "the DWH's payout ($PAYOUT) differs from the supplier's balance change ($EARNED)" >&2; exit 1; }
