@@ -11,6 +11,8 @@
 //!   tiny_http 0.12 allocated the whole declared length there, so one request declaring a
 //!   petabyte aborted the daemon (the `tiny_http_fork` release used here drains in 4 KiB steps;
 //!   `tests/hostile.rs` checks it).
+//! - A connection silent for [`IO_TIMEOUT`] is dropped, so a client that stalls mid-request
+//!   frees its thread; a slow answer still reaches a client that waits for it.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -70,13 +72,44 @@ pub struct BindError {
     pub reason: String,
 }
 
+/// How long a connection may go without sending (mid-request, or idle between kept-alive
+/// requests) or accepting a byte of its answer before it is dropped.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A server listening on `addr` (port 0: any free one), and the address it is bound to.
 pub fn bind(addr: SocketAddr) -> Result<(Server, SocketAddr), BindError> {
-    let server = tiny_http::Server::http(addr).map_err(|e| BindError {
-        addr,
-        reason: e.to_string(),
-    })?;
-    let bound = server.server_addr().to_ip().copied().unwrap_or(addr);
+    bind_with_timeout(addr, IO_TIMEOUT)
+}
+
+/// As [`bind`], dropping connections silent for `timeout`. The library sets no timeout of its
+/// own, so without one a client that declares a body and stalls holds a handler thread for
+/// ever (the unread body is drained before the thread takes the next request). Accepted sockets
+/// inherit the listening socket's receive and send timeouts (Linux copies socket options to
+/// the accepted socket), so they are set there, once.
+pub fn bind_with_timeout(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(Server, SocketAddr), BindError> {
+    let fail = |reason: String| BindError { addr, reason };
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| fail(e.to_string()))?;
+    for which in [
+        rustix::net::sockopt::Timeout::Recv,
+        rustix::net::sockopt::Timeout::Send,
+    ] {
+        rustix::net::sockopt::set_socket_timeout(&listener, which, Some(timeout))
+            .map_err(|e| fail(format!("setting the socket timeout: {e}")))?;
+    }
+    let bound = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+    let config = tiny_http::ServerConfig {
+        addr: tiny_http::ConfigListenAddr::from_socket_addrs(bound)
+            .map_err(|e| fail(e.to_string()))?,
+        ssl: None,
+        min_threads: None,
+        max_threads: None,
+    };
+    let server =
+        tiny_http::Server::from_listener(listener, tiny_http::ListenAddr::IP(bound), config)
+            .map_err(|e| fail(e.to_string()))?;
     Ok((
         Server {
             inner: Some(server),

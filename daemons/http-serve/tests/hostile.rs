@@ -139,3 +139,71 @@ fn a_dropped_server_frees_its_port() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A client that declares a body, sends part of it and stalls holds the one handler thread
+/// (the unread rest is drained before it takes the next request) until the socket timeout
+/// drops it: then the next client is answered.
+#[test]
+fn a_stalled_client_is_dropped_after_the_timeout() {
+    let (server, addr) =
+        sonm_http_serve::bind_with_timeout("127.0.0.1:0".parse().unwrap(), Duration::from_secs(1))
+            .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            serve(&server, 1, &stop, |_| Reply::json(200, "\"ok\"".into()));
+        })
+    };
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nabc")
+        .unwrap();
+    // Kept open, silent. The next client waits for the handler, then is answered.
+    let start = std::time::Instant::now();
+    let mut next = TcpStream::connect(addr).unwrap();
+    next.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    next.write_all(b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = next.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "not answered in {:?} while a client stalled: {answer:?}",
+        start.elapsed()
+    );
+    drop(stalled);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+}
+
+/// The timeout is for a silent peer, not a slow answer: a handler that works longer than it
+/// (the node uploading a job to a worker, say) still answers its waiting client.
+#[test]
+fn a_slow_answer_outlives_the_timeout() {
+    let (server, addr) =
+        sonm_http_serve::bind_with_timeout("127.0.0.1:0".parse().unwrap(), Duration::from_secs(1))
+            .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            serve(&server, 1, &stop, |_| {
+                std::thread::sleep(Duration::from_secs(3));
+                Reply::json(200, "\"late\"".into())
+            });
+        })
+    };
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = s.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("\"late\""), "{answer:?}");
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+}
