@@ -306,7 +306,7 @@ echo "asks matching \"$WANT\" at most 2e12 wei/s (found after $(since "$t")):"
 sonm market asks --benchmarks "$WANT" --max-price 2000000000000 | sed 's/^/    /'
 echo "the DWH's signed-order book (GET $DWH/v1/signed-orders?type=ask): $(dwh '/v1/signed-orders?type=ask' | jq '.items | length') live signed ask(s);" \
   "on chain (GET $DWH/v1/orders?type=ask): $(dwh '/v1/orders?type=ask' | jq '.items | length') placed"
-echo "market stats of placed asks (GET $DWH/v1/stats?type=ask): $(dwh '/v1/stats?type=ask' |
+echo "market stats, placed and signed (GET $DWH/v1/stats?type=ask): $(dwh '/v1/stats?type=ask' |
   jq -r '"\(.orders) open ask(s), median price \(.price.p50 // "-") wei/s; classes: " +
     ([.classes[] | "\(.class.cores.min)-\(.class.cores.max) cores/\(.class.gpus.min)-\(.class.gpus.max) GPUs: \(.orders)"] | join(", "))')"
 t=$(ms)

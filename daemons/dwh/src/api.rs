@@ -393,10 +393,15 @@ impl Api<'_, '_> {
                     .take("type", parse_order_type)?
                     .ok_or_else(|| bad("type (bid or ask) is required"))?;
                 params.finish()?;
-                // Under the book's read lock: O(n log n) over the open orders of one side.
-                let stats = self
-                    .book
-                    .read(|b| sonm_market::MarketStats::of(b.open_orders(order_type)));
+                // The side's open orders: placed (the book, under its read lock) and signed
+                // (live in the signed-order book); O(n log n).
+                let signed = query::live_signed(s, &txn, order_type, signed::unix_now())?;
+                let stats = self.book.read(|b| {
+                    sonm_market::MarketStats::of(
+                        b.open_orders(order_type)
+                            .chain(signed.iter().map(|r| (r.order.price, &r.order.benchmarks))),
+                    )
+                });
                 Answer::json(200, &stats)
             }
             ["v1", "profiles", address] => {
@@ -562,7 +567,7 @@ pub fn openapi() -> serde_json::Value {
                 "responses": ok("a page of addresses") } },
             "/v1/gate": { "get": { "summary": "This chain's gate: the keeper threshold and the current keepers (daily limit, frozen)", "responses": ok("the gate") } },
             "/v1/stats": { "get": {
-                "summary": "Market depth and prices of one side's open orders, overall and per hardware class (power-of-two buckets of GPU count and CPU cores); nearest-rank price percentiles in SNM wei per second",
+                "summary": "Market depth and prices of one side's open orders (placed, and live signed ones), overall and per hardware class (power-of-two buckets of GPU count and CPU cores); nearest-rank price percentiles in SNM wei per second",
                 "parameters": [param("type", "bid or ask", true)],
                 "responses": ok("the statistics") } },
             "/v1/profiles/{address}": { "get": { "summary": "Identity level, master and certificates of an address", "parameters": [path_param("address")], "responses": ok("the profile") } },

@@ -262,6 +262,33 @@ fn price_floor(prefix: &[u8], price_min: Option<u128>) -> Option<Vec<u8>> {
     price_min.map(|p| [prefix, &p.to_be_bytes()].concat())
 }
 
+/// The most live signed orders of one side that [`live_signed`] returns: a bound on one
+/// request's work, as page walks have theirs.
+pub const MAX_SIGNED_SCAN: usize = 100_000;
+
+/// Every live signed order of one side at `now`, cheapest first, at most [`MAX_SIGNED_SCAN`]
+/// (for the market statistics, which count them with the placed orders).
+pub fn live_signed(
+    storage: &Storage<'_>,
+    txn: &RoTxn<'_>,
+    order_type: OrderType,
+    now: u64,
+) -> Result<Vec<SignedOrderRow>, QueryError> {
+    let mut q = OrderQuery::new(order_type);
+    q.limit = MAX_LIMIT;
+    let mut all = Vec::new();
+    loop {
+        let page = signed_orders(storage, txn, &q, now)?;
+        all.extend(page.items);
+        match page.next {
+            Some(next) if all.len() < MAX_SIGNED_SCAN => q.cursor = Some(next),
+            _ => break,
+        }
+    }
+    all.truncate(MAX_SIGNED_SCAN);
+    Ok(all)
+}
+
 /// Live signed orders of one side (or one author's), sorted by price then digest, with the
 /// filters of [`orders`] (the status aside: a signed order in the book is usable until it
 /// expires or its nonce is spent, and then it is gone). Orders no longer live at `now` are

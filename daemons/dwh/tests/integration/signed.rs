@@ -113,6 +113,20 @@ fn signed_asks_are_published_bought_cancelled_and_refused() {
     cheap.price_max = Some(10);
     assert_eq!(listed(&dwh, &cheap), vec![dd, da]);
     assert!(listed(&dwh, &SignedOrderQuery::new(OrderType::Bid)).is_empty());
+    // The market statistics count the four live signed asks with the placed ones.
+    let side = [("type", "ask".to_owned())];
+    let placed = dwh
+        .get::<serde_json::Value>("/v1/orders", &side)
+        .unwrap()
+        .unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    let stats = dwh
+        .get::<serde_json::Value>("/v1/stats", &side)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats["orders"].as_u64(), Some(placed + 4), "{stats}");
     let row = dwh.signed_order(da).unwrap().expect("listed");
     assert_eq!(
         (&row.order, row.expiry, row.nonce, &row.signature),
