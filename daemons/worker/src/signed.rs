@@ -95,6 +95,21 @@ pub fn to_publish<'a>(offered: &'a [SignedAsk], listed: &HashSet<B256>) -> Vec<&
         .collect()
 }
 
+/// The nonces of our signed orders that the DWH lists (`listed`) but no signed ask of this
+/// state carries (`known`): signed by an earlier state of this key (a state directory wiped or
+/// restored from an older copy). They are still buyable, with no slice behind them, so they are
+/// cancelled. Each nonce once, ascending.
+pub fn orphan_nonces(listed: &[U256], known: &[SignedAsk]) -> Vec<U256> {
+    let mut orphans: Vec<U256> = listed
+        .iter()
+        .copied()
+        .filter(|n| u64::try_from(*n).map_or(true, |n| known.iter().all(|a| a.nonce != n)))
+        .collect();
+    orphans.sort();
+    orphans.dedup();
+    orphans
+}
+
 /// The plan whose signed ask a deal used, from the nonce of its `SignedOrderUsed` (ours as
 /// author): any version of the ask, since they all share it. `None`: not one of our plans' asks
 /// (withdrawn, or signed by an earlier state of this key).
@@ -242,5 +257,23 @@ mod tests {
         assert_eq!(plan_of_nonce(&asks, U256::from(302)), None);
         assert_eq!(plan_of_nonce(&asks, U256::MAX), None);
         assert_eq!(plan_of_nonce(&[], U256::from(300)), None);
+    }
+
+    #[test]
+    fn listed_nonces_no_ask_of_ours_carries_are_orphans() {
+        let known = [ask(1, 700, 50), ask(2, 701, 50)];
+        let listed = [
+            U256::from(701),
+            U256::from(5),
+            U256::from(700),
+            U256::from(5), // two versions of one forgotten ask
+            U256::MAX,     // beyond any nonce this worker gives out
+        ];
+        assert_eq!(
+            orphan_nonces(&listed, &known),
+            vec![U256::from(5), U256::MAX]
+        );
+        assert!(orphan_nonces(&[U256::from(700)], &known).is_empty());
+        assert_eq!(orphan_nonces(&[U256::from(9)], &[]), vec![U256::from(9)]);
     }
 }

@@ -11,13 +11,15 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use alloy::primitives::U256;
-use sonm_dwh_client::{DwhError, SignedOrderQuery};
+use sonm_dwh_client::{DwhError, SignedOrder, SignedOrderQuery};
 use sonm_market::{Order, OrderType};
 
 use super::{Worker, WorkerError, lock, new_deal_record, now};
 use crate::chain::{OpenedDeal, SignedUse};
 use crate::plan::PlanId;
-use crate::signed::{first_nonce, offered, plan_of_nonce, signed_actions, to_publish};
+use crate::signed::{
+    first_nonce, offered, orphan_nonces, plan_of_nonce, signed_actions, to_publish,
+};
 use crate::state::SignedAsk;
 
 /// How many of our live signed orders the DWH lists at most (its per-author bound is 256; a
@@ -221,19 +223,17 @@ impl Worker {
         };
         // The DWH's clock judges expiry: the wall clock.
         let on_offer = offered(&plans, &asks, now());
-        if on_offer.is_empty() {
-            return;
-        }
         let query = SignedOrderQuery {
             author: Some(self.address()),
             ..SignedOrderQuery::new(OrderType::Ask)
         };
         let d = dwh.clone();
-        let listed: HashSet<_> =
-            match smol::unblock(move || d.signed_orders(&query, MAX_LISTED)).await {
-                Ok(listing) => listing.items.into_iter().map(|o| o.digest).collect(),
-                Err(e) => return self.dwh_unreachable(&e),
-            };
+        let ours = match smol::unblock(move || d.signed_orders(&query, MAX_LISTED)).await {
+            Ok(listing) => listing.items,
+            Err(e) => return self.dwh_unreachable(&e),
+        };
+        self.cancel_orphan_signed(&ours).await;
+        let listed: HashSet<_> = ours.into_iter().map(|o| o.digest).collect();
         let mut spent = Vec::new();
         for ask in to_publish(&on_offer, &listed) {
             let (d, a) = (dwh.clone(), ask.clone());
@@ -257,6 +257,39 @@ impl Worker {
             let _chain = self.chain_lock.lock().await;
             if let Err(e) = self.forget_spent_signed_locked(&spent).await {
                 tracing::warn!("signed asks the DWH calls spent: {e}");
+            }
+        }
+    }
+
+    /// Cancels the nonces of our signed orders that the DWH lists but no ask of this state
+    /// carries ([`orphan_nonces`]: an earlier state of this key signed them): still buyable, with
+    /// no slice behind them. The state is read after the listing, so an ask this state signed
+    /// and posted is known; one withdrawn or sold since has its nonce spent on chain, and a
+    /// spent bit is never sent again.
+    async fn cancel_orphan_signed(&self, listed: &[SignedOrder]) {
+        let known = match self.store.signed_asks() {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!("looking for forgotten signed asks: {e}"),
+        };
+        let nonces: Vec<U256> = listed.iter().map(|o| o.nonce).collect();
+        let orphans = orphan_nonces(&nonces, &known);
+        if orphans.is_empty() {
+            return;
+        }
+        let _chain = self.chain_lock.lock().await;
+        for (word, mask) in sonm_contracts::nonce_masks(orphans) {
+            let todo = match self.chain.nonce_bitmap(word).await {
+                Ok(spent) => mask & !spent,
+                Err(e) => return tracing::warn!("forgotten signed asks: {e}"),
+            };
+            if todo.is_zero() {
+                continue;
+            }
+            match self.chain.cancel_nonces(word, todo).await {
+                Ok(gas) => tracing::warn!(%word, asks = todo.count_ones(), gas,
+                    "signed asks of this key that this state does not know (an earlier state \
+                     signed them) were still buyable: their nonces cancelled"),
+                Err(e) => tracing::warn!("cancelling forgotten signed asks: {e}"),
             }
         }
     }

@@ -638,6 +638,44 @@ fn nonces_outlive_a_restart_and_asks_are_signed_and_published_again() {
     dwh.wait_listed(&current, true);
 }
 
+/// A state directory wiped (or restored from an older copy) forgets the asks it signed; the
+/// DWH still lists them and the chain would still take them, with no slice behind them. The new
+/// state finds them in the DWH's listing of its author and cancels their nonces.
+#[test]
+fn a_wiped_state_cancels_the_signed_asks_it_forgot() {
+    let net = Net::start(&[], &[]);
+    let dwh = DwhProc::start(&net);
+    let config = config(&net, &dwh, 3600, vec![plan("only", 1, "128MiB", 0)]);
+    let worker = open(&config);
+    block_on(worker.sync_plans()).unwrap();
+    let forgotten = ask_of(&worker, "only");
+    dwh.wait_listed(&forgotten, true);
+    drop(worker);
+    std::fs::remove_dir_all(&config.state_dir).unwrap();
+    // A state started in a later second begins at a later nonce word.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let worker = open(&config);
+    block_on(worker.sync_plans()).unwrap();
+    let current = ask_of(&worker, "only");
+    assert_ne!(current.nonce, forgotten.nonce);
+    let used =
+        |ask: &SignedAsk| block_on(worker.chain().nonce_used(U256::from(ask.nonce))).unwrap();
+    assert!(used(&forgotten), "the forgotten ask is still buyable");
+    assert!(!used(&current), "the current ask was cancelled too");
+    let c = customer(&net);
+    let served = dwh.client().signed_order(forgotten.digest).unwrap();
+    if let Some(old) = served {
+        assert!(is_nonce_used(quick_buy_refusal(&c, &old, 0)));
+    }
+    dwh.wait_listed(&forgotten, false);
+    dwh.wait_listed(&current, true);
+    // Once cancelled, a later round sends nothing more.
+    let cancels = nonce_cancels(&net, current.order.author).len();
+    block_on(worker.sync_plans()).unwrap();
+    assert_eq!(nonce_cancels(&net, current.order.author).len(), cancels);
+}
+
 /// The floor, per unit-hour (as in autotrader.rs): plans for the bid clear it, the rest of the
 /// box costs more than it offers.
 const FLOOR_CORE_HOUR: u64 = 360_000_000_000;
