@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sonm_contracts::{
     Market, SignatureError, recover_signed_order, signed_order_digest, signed_ref,
 };
-use sonm_dwh_client::{OrderRow, Page, SignedOrder, SignedOrderQuery};
+use sonm_dwh_client::{OrderRow, Page, SignedOrder};
 use sonm_market::{
     Address, Benchmark, Benchmarks, IdentityLevel, MAX_PRICE, MatchContext, NetFlags, Order,
     OrderId, OrderType, StaticContext, check_match, scan_best_asks,
@@ -158,18 +158,26 @@ impl Dwh {
         }
     }
 
-    /// The signed asks of the DWH's book that may match `query` (its price bound and supplier;
-    /// the match rule is the caller's), cheapest first, at most `max`.
+    /// The signed asks of the DWH's book that may match `query` for `me`, cheapest first, at
+    /// most `max`: filtered by the DWH as the placed asks are (price, durations, netflags,
+    /// benchmarks, counterparty; the supplier's when named); the rest of the rule is the
+    /// caller's.
     pub fn signed_asks(
         &self,
         query: &AskQuery,
+        me: Address,
         max: usize,
     ) -> Result<Vec<SignedOrder>, MarketError> {
-        let mut q = SignedOrderQuery::new(OrderType::Ask);
-        q.author = query.supplier;
-        q.price_max = Some(query.max_price);
+        // The signed book takes the placed listing's filters but a status; pages are followed.
+        let mut params: Vec<(&str, String)> = dwh_order_params(query, me, None)
+            .into_iter()
+            .filter(|(k, _)| !matches!(*k, "status" | "limit"))
+            .collect();
+        if let Some(supplier) = query.supplier {
+            params.push(("author", supplier.to_string()));
+        }
         self.client
-            .signed_orders(&q, max)
+            .all("/v1/signed-orders", &params, max)
             .map(|listing| listing.items)
             .map_err(|e| MarketError::Dwh {
                 url: e.url,

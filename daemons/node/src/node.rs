@@ -252,8 +252,8 @@ impl Node {
         };
         let me = self.address();
         let (domain, now) = (self.chain.market_domain(), unix_now());
-        // Some of the cheapest may not match: read a few pages' worth.
-        let listed = dwh.signed_asks(query, query.limit.saturating_mul(4).max(100))?;
+        // The DWH filtered them as placed asks are; identity levels and blacklists remain.
+        let listed = dwh.signed_asks(query, me, query.limit.saturating_mul(2).max(10))?;
         let usable: Vec<SignedOrder> = listed
             .into_iter()
             .filter(|s| match verify_signed_ask(s, s.digest, &domain, now) {

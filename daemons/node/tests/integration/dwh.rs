@@ -441,6 +441,20 @@ dwh_url = "{dwh}"
         "the signed ask is not the cheapest of the search: {listed}"
     );
     assert_eq!(first["expiry"], expiry);
+    // The same filters leave it out (the DWH applies them to its signed book too).
+    for query in [
+        vec![("type", "ask"), ("max_price", "899999999")],
+        vec![("type", "ask"), ("benchmarks", "cpu-cores=2")],
+        vec![("type", "ask"), ("duration", "3600")],
+        vec![("type", "ask"), ("netflags", "inbound")],
+    ] {
+        let (s, v) = get(&orders, &query).unwrap();
+        assert_eq!(s, 200, "{query:?}: {v}");
+        assert!(
+            !v.to_string().contains(&digest.to_string()),
+            "{query:?} should not find the signed ask: {v}"
+        );
+    }
     let buy = |body: Value| post(&format!("{node}/v1/deals/quick-buy"), &body);
     let (s, deal) = buy(serde_json::json!({ "signed_ask": digest, "duration": 0 }));
     assert_eq!(s, 200, "{deal}\nnode log:\n{}", log(&node_log));
