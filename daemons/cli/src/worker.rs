@@ -131,13 +131,19 @@ const PLAN_COLUMNS: &[(&str, &str)] = &[
     ("GPUS", "gpus"),
     ("PRICE", "price"),
     ("DURATION", "duration"),
-    ("ASK", "ask_id"),
+    ("ASK (ID OR DIGEST)", "ask_id"),
     ("DEAL", "deal"),
 ];
 
+/// The plan with its ask named in one column: the placed ask's order id, or the signed ask's
+/// digest.
 fn with_ask_id(plan: &Value) -> Value {
     let mut p = plan.clone();
-    p["ask_id"] = plan["ask"]["id"].clone();
+    p["ask_id"] = if plan["signed_ask"]["digest"].is_string() {
+        plan["signed_ask"]["digest"].clone()
+    } else {
+        plan["ask"]["id"].clone()
+    };
     p
 }
 

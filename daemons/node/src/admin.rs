@@ -60,8 +60,30 @@ pub struct PlanView {
     pub duration: u64,
     /// Its active ask on chain, if placed.
     pub ask: Option<AskView>,
+    /// Its ask signed off chain and published to the DWH, if it has one.
+    pub signed_ask: Option<SignedAskView>,
     pub deal: Option<u64>,
     pub removing: bool,
+}
+
+/// A plan's signed ask: what customers buy it by, and until when.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedAskView {
+    pub digest: alloy::primitives::B256,
+    /// Unique to this ask across its versions (each signing moves the expiry, not the nonce).
+    pub nonce: u64,
+    /// The last unix second at which the chain takes this version.
+    pub expiry: u64,
+}
+
+impl From<&sonm_worker::state::SignedAsk> for SignedAskView {
+    fn from(a: &sonm_worker::state::SignedAsk) -> Self {
+        SignedAskView {
+            digest: a.digest,
+            nonce: a.nonce,
+            expiry: a.expiry,
+        }
+    }
 }
 
 impl From<&PlanRecord> for PlanView {
@@ -76,6 +98,7 @@ impl From<&PlanRecord> for PlanView {
             price: p.spec.price.to_string(),
             duration: p.spec.duration,
             ask: p.ask.as_ref().map(AskView::from),
+            signed_ask: None,
             deal: p.deal,
             removing: p.removing,
         }
@@ -206,12 +229,29 @@ pub(crate) fn route(
             }
             let (w, a) = target(&mut params)?;
             params.finish()?;
-            match call(node, w, a, &AdminRequest::Plans)? {
-                AdminResponse::Plans(plans) => {
-                    Ok(json(&plans.iter().map(PlanView::from).collect::<Vec<_>>()))
+            let plans = match call(node, w, a, &AdminRequest::Plans)? {
+                AdminResponse::Plans(plans) => plans,
+                r => return Err(unexpected(r)),
+            };
+            // A worker that predates the request answers an error: no signed asks shown.
+            let signed = match call(node, w, a, &AdminRequest::SignedAsks) {
+                Ok(AdminResponse::SignedAsks(asks)) => asks,
+                other => {
+                    tracing::debug!(?other, "no signed asks from the worker");
+                    Vec::new()
                 }
-                r => Err(unexpected(r)),
-            }
+            };
+            let views: Vec<PlanView> = plans
+                .iter()
+                .map(|p| PlanView {
+                    signed_ask: signed
+                        .iter()
+                        .find(|s| s.plan == p.id)
+                        .map(SignedAskView::from),
+                    ..PlanView::from(p)
+                })
+                .collect();
+            Ok(json(&views))
         }
         ["plans", id] => {
             allowed("delete")?;
@@ -314,7 +354,7 @@ pub fn openapi_paths() -> serde_json::Value {
         "/v1/worker/inventory": { "get": { "summary": "The worker's inventory and benchmark vector", "parameters": target.clone(), "responses": ok("{inventory, benchmarks, benchmark_values, measured_at}") } },
         "/v1/worker/devices": { "get": { "summary": "The worker's GPUs as NVML reports them now (none without NVML)", "parameters": target.clone(), "responses": ok("{gpus: [{index, name, uuid, memory_bytes}]}") } },
         "/v1/worker/plans": {
-            "get": { "summary": "The worker's ask plans and their asks", "parameters": target.clone(), "responses": ok("[plan]") },
+            "get": { "summary": "The worker's ask plans and their asks (placed: ask; signed off chain: signed_ask {digest, nonce, expiry})", "parameters": target.clone(), "responses": ok("[plan]") },
             "post": { "summary": "Add an ask plan (its ask is placed at once)", "parameters": target.clone(),
                       "requestBody": { "required": true, "content": { "application/json": { "schema": plan_schema } } },
                       "responses": ok("the plan") } },

@@ -42,6 +42,10 @@ pub enum AdminRequest {
     Maintenance {
         on: bool,
     },
+    /// The plans' signed asks (`[market] asks = "signed"`): order, nonce, expiry, digest.
+    /// Appended last: the earlier variants keep their encoding, and a worker that predates it
+    /// answers a decode error.
+    SignedAsks,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +60,7 @@ pub enum AdminResponse {
     /// The status after the switch (what was closed, what still runs).
     Maintenance(WorkerStatus),
     Error(AdminError),
+    SignedAsks(Vec<crate::state::SignedAsk>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +200,9 @@ impl Worker {
                 smol::unblock(crate::inventory::detect_gpus).await,
             )),
             AdminRequest::Plans => Ok(AdminResponse::Plans(self.plans()?)),
+            AdminRequest::SignedAsks => Ok(AdminResponse::SignedAsks(
+                self.store().signed_asks().map_err(internal)?,
+            )),
             AdminRequest::AddPlan(mut cfg) => {
                 if !cfg.name.starts_with(ADMIN_PLAN_PREFIX) {
                     cfg.name = format!("{ADMIN_PLAN_PREFIX}{}", cfg.name);
@@ -286,6 +294,7 @@ enum AdminKind {
     RemovePlan(PlanId),
     ReplaceAsks,
     Maintenance(bool),
+    SignedAsks,
 }
 
 impl AdminKind {
@@ -298,6 +307,7 @@ impl AdminKind {
             AdminRequest::AddPlan(p) => Self::AddPlan(p.name.clone()),
             AdminRequest::RemovePlan(id) => Self::RemovePlan(*id),
             AdminRequest::ReplaceAsks => Self::ReplaceAsks,
+            AdminRequest::SignedAsks => Self::SignedAsks,
             AdminRequest::Maintenance { on } => Self::Maintenance(*on),
         }
     }

@@ -135,6 +135,11 @@ fn the_owner_and_the_confirmed_master_administer_the_worker_and_strangers_are_re
         assert_eq!(status.configured_master, Some(master.address()));
         assert!(status.open_deals.is_empty());
         assert_eq!(status.plans, 1);
+        // Its asks are placed: no signed ask to show.
+        assert_eq!(
+            own.call(&AdminRequest::SignedAsks).await.unwrap(),
+            AdminResponse::SignedAsks(Vec::new())
+        );
 
         // --- The master, registered but not confirmed, is refused; a stranger too.
         assert!(!worker.sync_master().await.unwrap(), "asked the master");
@@ -151,6 +156,7 @@ fn the_owner_and_the_confirmed_master_administer_the_worker_and_strangers_are_re
         for req in [
             AdminRequest::Status,
             AdminRequest::Plans,
+            AdminRequest::SignedAsks,
             AdminRequest::RemovePlan(1),
             AdminRequest::AddPlan(plan("theirs", "64MiB", 1)),
         ] {

@@ -25,6 +25,7 @@ use sonm_dwh_client::{SignedOrder, SignedOrderQuery};
 use sonm_e2e::{Daemon, Net, address_of, bin, block_on, free_tcp_port, http_get, wait_for};
 use sonm_market::{IdentityLevel, Order, OrderType};
 use sonm_net::EthKey;
+use sonm_worker::admin::{AdminRequest, AdminResponse};
 use sonm_worker::autotrader::AutotraderConfig;
 use sonm_worker::bench::BenchConfig;
 use sonm_worker::billing::BillingPolicy;
@@ -356,6 +357,12 @@ fn a_signed_ask_is_published_bought_served_billed_and_withdrawn() {
     block_on(worker.sync_plans()).unwrap();
     assert_eq!(worker.store().signed_ask(spot.plan).unwrap(), None);
     dwh.wait_listed(&spot, false);
+    // The admin protocol shows the supplier the same asks (the other plan's).
+    assert_eq!(signed_asks(&worker).len(), 1);
+    assert_eq!(
+        block_on(worker.handle_admin(AdminRequest::SignedAsks)).unwrap(),
+        AdminResponse::SignedAsks(signed_asks(&worker))
+    );
 
     // --- The deal's consumer runs a task, within the plan's slice, and gets a verified receipt.
     let module = std::fs::read(sonm_e2e::example_job("sha256.wasm")).unwrap();
