@@ -1,13 +1,15 @@
 //! The storage path, without a chain: ingest (decoded events committed to LMDB in
-//! batches, as the follower commits them) and orders-by-benchmarks queries, each
-//! with a baseline measured in the same run.
+//! batches, as the follower commits them), orders-by-benchmarks queries, and the signed-order
+//! book (posts through the API's own `signed::accept`, listings, stats), each with a baseline
+//! measured in the same run.
 //!
 //! `cargo bench -p sonm-dwh --bench storage` (sizes: `SONM_DWH_BENCH_EVENTS`,
-//! default 100,000; `SONM_DWH_BENCH_ORDERS`, default 1,000,000).
+//! default 100,000; `SONM_DWH_BENCH_ORDERS`, default 1,000,000; `SONM_DWH_BENCH_SIGNED`,
+//! default 20,000).
 
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use sonm_dwh::ChainEvent;
 use sonm_dwh::follower::SharedBook;
 use sonm_dwh::index::BlockEvents;
@@ -104,8 +106,104 @@ fn main() {
     let n_orders = env_usize("SONM_DWH_BENCH_ORDERS", 1_000_000);
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
 
+    let n_signed = env_usize("SONM_DWH_BENCH_SIGNED", 20_000);
     ingest_bench(n_events, &mut rng);
     query_bench(n_orders, &mut rng);
+    signed_bench(n_signed, &mut rng);
+}
+
+/// The signed-order book: `n` asks signed by 200-order authors (under the per-author bound),
+/// posted as the API posts them (JSON, checks, signature recovery, one LMDB write transaction
+/// each), against signature recovery alone as the baseline; then the cheapest page and the
+/// full scan the market statistics make.
+fn signed_bench(n: usize, rng: &mut Rng) {
+    use alloy::signers::local::PrivateKeySigner;
+    use sonm_contracts::{market_domain, recover_signed_order, sign_order};
+    use sonm_dwh::signed::{self, SignedPolicy};
+
+    let domain = market_domain(31337, Address::repeat_byte(0x4d));
+    let policy = SignedPolicy {
+        domain: domain.clone(),
+        max_ttl_s: 7 * 24 * 3600,
+        per_author: 256,
+    };
+    let now = 1_800_000_000;
+    let expiry = now + 3600;
+    let keys: Vec<PrivateKeySigner> = (0..n.div_ceil(200))
+        .map(|i| PrivateKeySigner::from_bytes(&B256::from(U256::from(i as u64 + 1))).unwrap())
+        .collect();
+    let signed: Vec<_> = (0..n)
+        .map(|i| {
+            let key = &keys[i / 200];
+            let order = Order {
+                id: 0,
+                order_type: OrderType::Ask,
+                author: key.address(),
+                ..random_order(rng, 0)
+            };
+            let r = sign_order(key, &order, expiry, U256::from(i as u64), &domain).unwrap();
+            let body = serde_json::json!({
+                "order": order,
+                "expiry": expiry,
+                "nonce": (i as u64).to_string(),
+                "signature": r.signature,
+            })
+            .to_string();
+            (r, body)
+        })
+        .collect();
+
+    // Baseline: recovering each signature, nothing else.
+    let start = Instant::now();
+    for (r, _) in &signed {
+        assert!(recover_signed_order(r, &domain).is_ok());
+    }
+    let recover = start.elapsed();
+
+    let dir = tempfile::tempdir().unwrap();
+    let env = open_env(dir.path(), 8 << 30).unwrap();
+    let storage = Storage::open(&env).unwrap();
+    let start = Instant::now();
+    for (_, body) in &signed {
+        signed::accept(&storage, &policy, body.as_bytes(), now).unwrap();
+    }
+    let posts = start.elapsed();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "signed-order posts (JSON, checks, recovery, one LMDB commit each): {n} in {posts:.2?} = {:.1} µs/post, {:.0} posts/s",
+        per(posts),
+        n as f64 / posts.as_secs_f64()
+    );
+    println!(
+        "  baseline (signature recovery alone): {:.1} µs/order; posts cost {:.2}× it",
+        per(recover),
+        posts.as_secs_f64() / recover.as_secs_f64()
+    );
+
+    let txn = storage.read_txn().unwrap();
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let mut q = OrderQuery::new(OrderType::Ask);
+        q.limit = 100;
+        let start = Instant::now();
+        let page = query::signed_orders(&storage, &txn, &q, now).unwrap();
+        lat.push(start.elapsed());
+        assert_eq!(page.items.len(), 100.min(n));
+    }
+    lat.sort();
+    let start = Instant::now();
+    let all = query::live_signed(&storage, &txn, OrderType::Ask, now).unwrap();
+    let scan = start.elapsed();
+    assert_eq!(all.len(), n.min(query::MAX_SIGNED_SCAN));
+    let start = Instant::now();
+    let stats = MarketStats::of(all.iter().map(|r| (r.order.price, &r.order.benchmarks)));
+    let stats_took = start.elapsed();
+    println!(
+        "signed book, cheapest page of 100 over {n}: p50 {:.2?}, p99 {:.2?}; all live (the stats' scan) {scan:.2?}, stats over them {stats_took:.2?} ({} classes)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        stats.classes.len()
+    );
 }
 
 /// Ingest: ~n_events events (orders and cancellations) into a fresh store.
