@@ -307,7 +307,7 @@ pub fn address_of(key: &str) -> Address {
 }
 
 /// How the worker is configured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerOpts {
     /// Seconds between bills of a deal.
     pub billing_interval: u64,
@@ -315,14 +315,19 @@ pub struct WorkerOpts {
     pub poll_interval_ms: u64,
     /// One-core spot plans at [`PRICE`], each sold as its own ask.
     pub plans: usize,
+    /// Sell through asks signed off chain and published to this DWH (`[market] asks =
+    /// "signed"`); `None`: asks placed on chain.
+    pub signed_asks_dwh: Option<String>,
 }
 
+/// Billing every 600 s, a 200 ms chain loop, one plan, placed asks.
 impl Default for WorkerOpts {
     fn default() -> Self {
         Self {
             billing_interval: 600,
             poll_interval_ms: 200,
             plans: 1,
+            signed_asks_dwh: None,
         }
     }
 }
@@ -361,7 +366,12 @@ impl Worker {
             billing_interval,
             poll_interval_ms,
             plans,
+            signed_asks_dwh,
         } = opts;
+        let market = match signed_asks_dwh {
+            Some(dwh) => format!("dwh_url = \"{dwh}\"\n\n[market]\nasks = \"signed\"\n"),
+            None => String::new(),
+        };
         let plans: String = (0..plans)
             .map(|i| {
                 format!(
@@ -385,7 +395,7 @@ listen = "{listen}"
 netflags = "outbound"
 poll_interval_ms = {poll_interval_ms}
 max_task_wall_time_ms = 600000
-
+{market}
 [benchmarks]
 wasm_score_module = "{score}"
 wasm_score_rounds = 20

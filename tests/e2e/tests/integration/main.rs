@@ -7,6 +7,7 @@ mod fresh_deal;
 mod insolvent;
 mod rendezvous_restart;
 mod rpc_failover;
+mod signed_deal;
 mod task_transfer;
 mod worker_admin;
 mod worker_kill9;
