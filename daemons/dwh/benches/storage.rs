@@ -126,6 +126,7 @@ fn signed_bench(n: usize, rng: &mut Rng) {
         domain: domain.clone(),
         max_ttl_s: 7 * 24 * 3600,
         per_author: 256,
+        total: 1_000_000,
     };
     let now = 1_800_000_000;
     let expiry = now + 3600;

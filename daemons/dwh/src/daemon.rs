@@ -55,6 +55,9 @@ pub struct Config {
     /// The most live signed orders one author may have in the book.
     #[serde(default = "defaults::signed_orders_per_author")]
     pub signed_orders_per_author: usize,
+    /// The most signed orders the book holds (all authors).
+    #[serde(default = "defaults::signed_orders_max")]
+    pub signed_orders_max: usize,
 }
 
 mod defaults {
@@ -84,6 +87,10 @@ mod defaults {
     }
     pub(super) fn signed_orders_per_author() -> usize {
         256
+    }
+    /// About 1 GB of LMDB (orders, their indexes and undo entries).
+    pub(super) fn signed_orders_max() -> usize {
+        1_000_000
     }
 }
 
@@ -190,6 +197,7 @@ pub fn run(
         addresses,
         config.signed_order_max_ttl_s,
         config.signed_orders_per_author,
+        config.signed_orders_max,
     );
     let api = Api {
         storage: &storage,

@@ -30,15 +30,19 @@ pub struct SignedPolicy {
     pub max_ttl_s: u64,
     /// The most live signed orders one author may have in the book.
     pub per_author: usize,
+    /// The most signed orders the book holds: keys are free, so the per-author bound alone
+    /// does not bound the disk the book takes.
+    pub total: usize,
 }
 
 impl SignedPolicy {
     /// The policy for the Market of `addresses`.
-    pub fn new(addresses: &Addresses, max_ttl_s: u64, per_author: usize) -> Self {
+    pub fn new(addresses: &Addresses, max_ttl_s: u64, per_author: usize, total: usize) -> Self {
         SignedPolicy {
             domain: market_domain(addresses.chain_id, addresses.contracts.market),
             max_ttl_s,
             per_author,
+            total,
         }
     }
 }
@@ -96,6 +100,7 @@ impl Refusal {
             Refusal::TooLarge(_) => 413,
             Refusal::Post(PostError::NonceSpent { .. }) => 409,
             Refusal::Post(PostError::AuthorLimit { .. }) => 429,
+            Refusal::Post(PostError::BookFull { .. }) => 503,
             Refusal::Post(PostError::Db(_)) => 500,
             _ => 400,
         }
@@ -116,6 +121,7 @@ impl Refusal {
             Refusal::NotAuthor { .. } => "signer_not_author",
             Refusal::Post(PostError::NonceSpent { .. }) => "nonce_used",
             Refusal::Post(PostError::AuthorLimit { .. }) => "author_limit",
+            Refusal::Post(PostError::BookFull { .. }) => "book_full",
             Refusal::Post(PostError::Db(_)) => "storage",
         }
     }
@@ -187,6 +193,6 @@ pub fn accept(
     let post: SignedOrderPost =
         serde_json::from_slice(body).map_err(|e| Refusal::Json(e.to_string()))?;
     let row = check(post, policy, now)?;
-    let posted = storage.post_signed_order(&row, policy.per_author, now)?;
+    let posted = storage.post_signed_order(&row, policy.per_author, policy.total, now)?;
     Ok((posted, row))
 }

@@ -93,6 +93,8 @@ pub enum PostError {
     NonceSpent { author: Address, nonce: U256 },
     #[error("{author} has {limit} live signed orders, the most the book keeps per author")]
     AuthorLimit { author: Address, limit: usize },
+    #[error("the book holds {limit} signed orders, the most it keeps: try again as they expire")]
+    BookFull { limit: usize },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -839,6 +841,7 @@ impl<'e> Storage<'e> {
         &self,
         row: &SignedOrderRow,
         per_author: usize,
+        total: usize,
         now: u64,
     ) -> Result<Posted, PostError> {
         let mut txn = self.env.write_txn()?;
@@ -885,6 +888,11 @@ impl<'e> Storage<'e> {
                 author,
                 limit: per_author,
             });
+        }
+        // Counted in O(1) (LMDB's own entry count), expired orders not yet purged included.
+        if usize::try_from(self.dbs.signed_orders.len(store.txn)?).unwrap_or(usize::MAX) >= total {
+            txn.commit()?;
+            return Err(PostError::BookFull { limit: total });
         }
         store.put(
             &Key::SignedOrder(row.digest),

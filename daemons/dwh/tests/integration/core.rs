@@ -455,6 +455,7 @@ fn policy(per_author: usize) -> SignedPolicy {
         domain: market_domain(31337, addr(0x4d)),
         max_ttl_s: 7 * 24 * 3600,
         per_author,
+        total: 1_000,
     }
 }
 
@@ -644,6 +645,20 @@ fn lmdb_signed_book_pages_spends_unwinds_and_purges() {
     let a = api.post("/v1/signed-orders", &fifth);
     assert_eq!(a.status, 429, "{}", a.body);
     assert!(a.body.contains("author_limit"), "{}", a.body);
+    // The book's own bound (5 held): another author is refused, a known order still answers.
+    let full = SignedPolicy {
+        total: 5,
+        ..policy.clone()
+    };
+    let api_full = Api {
+        signed: &full,
+        ..api
+    };
+    let (_, other) = signed_post(3, 60, 1, expiry);
+    let a = api_full.post("/v1/signed-orders", &other);
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.body.contains("book_full"), "{}", a.body);
+    assert_eq!(api_full.post("/v1/signed-orders", &posts[0].1).status, 200);
 
     // Nonce 2 of key 1 used in block 1: the order leaves the book, the nonce is spent.
     let cp = |n: u64| Checkpoint {

@@ -387,7 +387,7 @@ fn a_reorg_that_drops_a_use_brings_the_signed_order_back() {
     fc.confirmations = 0;
     fc.keep_blocks = 64;
     let mut f = Follower::new(&storage, &book, &metrics, &w.addresses, fc).unwrap();
-    let policy = SignedPolicy::new(&w.addresses, 3600, 16);
+    let policy = SignedPolicy::new(&w.addresses, 3600, 16, 10_000);
     let api = Api {
         storage: &storage,
         book: &book,

@@ -45,6 +45,7 @@ pub fn config(endpoints: Vec<String>, dir: &Path, batch_blocks: u64) -> Config {
         http_threads: 2,
         signed_order_max_ttl_s: 7 * 24 * 3600,
         signed_orders_per_author: 256,
+        signed_orders_max: 10_000,
     }
 }
 
