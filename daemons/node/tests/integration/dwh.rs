@@ -19,14 +19,11 @@ use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_market::{IdentityLevel, NetFlags, Order, OrderType};
-use sonm_worker::Config as WorkerConfig;
-use sonm_worker::bench::BenchConfig;
-use sonm_worker::billing::BillingPolicy;
-use sonm_worker::config::PlanConfig;
 
 use crate::common;
 use common::{
-    Process, RunningWorker, deploy_chain, free_tcp_port, free_udp_port, node_bin, other_bin,
+    Process, RunningWorker, deploy_chain, free_tcp_port, node_bin, one_core_plan, other_bin,
+    worker_config,
 };
 
 /// `sonm-dwh`.
@@ -86,20 +83,6 @@ fn ids_of(list: &Value) -> Vec<u64> {
 
 fn log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn plan(name: &str) -> PlanConfig {
-    PlanConfig {
-        name: name.into(),
-        cpu_cores: 1,
-        ram: Some("128MiB".into()),
-        storage: Some("100MB".into()),
-        gpus: 0,
-        price: 1_000_000_000,
-        duration: 0,
-        netflags: "outbound".into(),
-        identity_level: IdentityLevel::Anonymous,
-    }
 }
 
 fn ids(orders: &Value) -> Vec<u64> {
@@ -165,27 +148,12 @@ map_size_mib = 64
     );
 
     // --- The worker (in process), selling two one-core slices.
-    let worker_config = WorkerConfig {
-        listen: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
-        netflags: "outbound".into(),
-        poll_interval_ms: 100,
-        max_concurrent_tasks: 2,
-        max_task_wall_time_ms: 60_000,
-        benchmarks: BenchConfig {
-            cpu_ms: 20,
-            wasm_score_rounds: 20,
-            ..BenchConfig::default()
-        },
-        billing: BillingPolicy { interval: 600 },
-        plans: vec![plan("one-core-a"), plan("one-core-b")],
-        ..WorkerConfig::new(
-            d.join("worker-state"),
-            d.join("worker.key"),
-            anvil.endpoint().parse().unwrap(),
-            addresses_path.clone(),
-        )
-    };
-    std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
+    let worker_config = worker_config(
+        d,
+        &anvil,
+        &addresses_path,
+        vec![one_core_plan("one-core-a"), one_core_plan("one-core-b")],
+    );
     let worker_listen: SocketAddr = worker_config.listen;
     let _worker = RunningWorker::start(worker_config);
 

@@ -18,31 +18,12 @@ use serde_json::Value;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
 use sonm_contracts::deploy::{SNM_WEI, provider, signing_provider};
 use sonm_contracts::{Market, SNM, market_order, placed_ref};
-use sonm_market::IdentityLevel;
-use sonm_worker::Config as WorkerConfig;
-use sonm_worker::bench::BenchConfig;
-use sonm_worker::billing::BillingPolicy;
-use sonm_worker::config::PlanConfig;
 
 use crate::common;
 use common::{
-    RunningWorker, block_on, deploy_chain, free_tcp_port, free_udp_port, give_gas, http, keygen,
-    node_bin, sha256_hex, sonm, sonm_fails, sonm_json, start_node,
+    RunningWorker, block_on, deploy_chain, free_tcp_port, give_gas, http, keygen, node_bin,
+    one_core_plan, sha256_hex, sonm, sonm_fails, sonm_json, start_node, worker_config,
 };
-
-fn plan(name: &str) -> PlanConfig {
-    PlanConfig {
-        name: name.into(),
-        cpu_cores: 1,
-        ram: Some("128MiB".into()),
-        storage: Some("100MB".into()),
-        gpus: 0,
-        price: 1_000_000_000,
-        duration: 0,
-        netflags: "outbound".into(),
-        identity_level: IdentityLevel::Anonymous,
-    }
-}
 
 #[test]
 fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
@@ -69,28 +50,13 @@ fn a_customer_buys_runs_a_job_and_closes_through_the_cli() {
     give_gas(&anvil, me);
 
     // --- The worker (in process), selling two one-core slices.
-    let worker_listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let worker_config = WorkerConfig {
-        listen: worker_listen,
-        netflags: "outbound".into(),
-        poll_interval_ms: 100,
-        max_concurrent_tasks: 2,
-        max_task_wall_time_ms: 60_000,
-        benchmarks: BenchConfig {
-            cpu_ms: 20,
-            wasm_score_rounds: 20,
-            ..BenchConfig::default()
-        },
-        billing: BillingPolicy { interval: 600 },
-        plans: vec![plan("one-core-a"), plan("one-core-b")],
-        ..WorkerConfig::new(
-            d.join("worker-state"),
-            d.join("worker.key"),
-            anvil.endpoint().parse().unwrap(),
-            addresses_path.clone(),
-        )
-    };
-    std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
+    let worker_config = worker_config(
+        d,
+        &anvil,
+        &addresses_path,
+        vec![one_core_plan("one-core-a"), one_core_plan("one-core-b")],
+    );
+    let worker_listen: SocketAddr = worker_config.listen;
     // Written out so the configuration can be read next to the node's.
     std::fs::write(
         d.join("worker.toml"),

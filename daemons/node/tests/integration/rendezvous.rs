@@ -14,20 +14,17 @@ use std::time::{Duration, Instant};
 
 use alloy::signers::local::PrivateKeySigner;
 use sonm_contracts::anvil::{Anvil, DEV_KEYS};
-use sonm_market::{Address, IdentityLevel};
+use sonm_market::Address;
 use sonm_net::{EthKey, Identity};
 use sonm_node::Node;
 use sonm_node::config::Config as NodeConfig;
 use sonm_rendezvous::proto::{Control, Request, Response};
 use sonm_rendezvous::{ClientConfig, Path, RendezvousClient, RendezvousServer, ServerConfig};
 use sonm_worker::Config as WorkerConfig;
-use sonm_worker::bench::BenchConfig;
-use sonm_worker::billing::BillingPolicy;
-use sonm_worker::config::PlanConfig;
 use sonm_worker::proto::{Exit, File, StartWasm, TaskLimits, TaskStatus};
 
 use crate::common;
-use common::{RunningWorker, block_on, deploy_chain, sha256_hex};
+use common::{RunningWorker, block_on, deploy_chain, one_core_plan, sha256_hex, worker_config};
 
 /// Every wait in this test is bounded by this.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -41,20 +38,6 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn plan() -> PlanConfig {
-    PlanConfig {
-        name: "one-core".into(),
-        cpu_cores: 1,
-        ram: Some("128MiB".into()),
-        storage: Some("100MB".into()),
-        gpus: 0,
-        price: 1_000_000_000,
-        duration: 0,
-        netflags: "outbound".into(),
-        identity_level: IdentityLevel::Anonymous,
     }
 }
 
@@ -148,27 +131,10 @@ fn a_worker_known_only_through_the_rendezvous_runs_the_customers_job() {
     // --- The worker, publishing itself there.
     let worker_config = WorkerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        netflags: "outbound".into(),
-        poll_interval_ms: 100,
-        max_concurrent_tasks: 2,
-        max_task_wall_time_ms: 60_000,
-        benchmarks: BenchConfig {
-            cpu_ms: 20,
-            wasm_score_rounds: 20,
-            ..BenchConfig::default()
-        },
-        billing: BillingPolicy { interval: 600 },
         rendezvous: Some(server_addr.to_string()),
         rendezvous_address: Some(server.address()),
-        plans: vec![plan()],
-        ..WorkerConfig::new(
-            d.join("worker-state"),
-            d.join("worker.key"),
-            anvil.endpoint().parse().unwrap(),
-            addresses_path.clone(),
-        )
+        ..worker_config(d, &anvil, &addresses_path, vec![one_core_plan("one-core")])
     };
-    std::fs::write(&worker_config.key_file, DEV_KEYS[1]).unwrap();
     let running = RunningWorker::start(worker_config);
     let worker = running.worker();
     assert_eq!(worker.address(), supplier.address());

@@ -12,6 +12,54 @@ use serde_json::Value;
 
 use sha2::{Digest, Sha256};
 
+/// A one-core spot plan at 1 gwei per second named `name`.
+pub(crate) fn one_core_plan(name: &str) -> sonm_worker::config::PlanConfig {
+    sonm_worker::config::PlanConfig {
+        name: name.into(),
+        cpu_cores: 1,
+        ram: Some("128MiB".into()),
+        storage: Some("100MB".into()),
+        gpus: 0,
+        price: 1_000_000_000,
+        duration: 0,
+        netflags: "outbound".into(),
+        identity_level: sonm_market::IdentityLevel::Anonymous,
+    }
+}
+
+/// The node tests' in-process worker on `anvil`'s chain (contracts at `addresses`): dev key 1
+/// (written to `dir/worker.key`), state in `dir/worker-state`, a free UDP port on loopback, a
+/// 100 ms chain loop, light benchmarks, billing every 600 s, selling `plans`.
+pub(crate) fn worker_config(
+    dir: &Path,
+    anvil: &sonm_contracts::anvil::Anvil,
+    addresses: &Path,
+    plans: Vec<sonm_worker::config::PlanConfig>,
+) -> sonm_worker::Config {
+    let config = sonm_worker::Config {
+        listen: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
+        netflags: "outbound".into(),
+        poll_interval_ms: 100,
+        max_concurrent_tasks: 2,
+        max_task_wall_time_ms: 60_000,
+        benchmarks: sonm_worker::bench::BenchConfig {
+            cpu_ms: 20,
+            wasm_score_rounds: 20,
+            ..sonm_worker::bench::BenchConfig::default()
+        },
+        billing: sonm_worker::billing::BillingPolicy { interval: 600 },
+        plans,
+        ..sonm_worker::Config::new(
+            dir.join("worker-state"),
+            dir.join("worker.key"),
+            anvil.endpoint().parse().unwrap(),
+            addresses.to_path_buf(),
+        )
+    };
+    std::fs::write(&config.key_file, sonm_contracts::anvil::DEV_KEYS[1]).unwrap();
+    config
+}
+
 /// The contracts deployed on `anvil` by dev key 0, each of `fund` holding 1,000 SNM and
 /// `validators` set, their addresses written to `dir/addresses.toml`; returns both.
 pub(crate) fn deploy_chain(
